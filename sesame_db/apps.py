@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class SesameDbConfig(AppConfig):
+    name = "sesame_db"
+    verbose_name = _("Magic links")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from . import checks as sesame_checks
+
+        checks.register(sesame_checks.check_settings, checks.Tags.security)
+        checks.register(sesame_checks.check_user_model, checks.Tags.models)
+        checks.register(sesame_checks.check_backends, checks.Tags.security)
+        checks.register(sesame_checks.check_middleware, checks.Tags.security)

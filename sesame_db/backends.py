@@ -1,0 +1,200 @@
+"""
+Authentication backends that accept sesame_db tokens.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import backends as auth_backends
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
+from django.utils import timezone
+
+from .conf import conf
+from .exceptions import InvalidToken, Reason
+from .tokens import aparse_token, parse_token
+
+__all__ = ["ModelBackend", "SesameBackendMixin"]
+
+logger = logging.getLogger("sesame_db")
+
+
+def _log_valid(user: AbstractBaseUser, scope: str) -> None:
+    logger.debug(
+        "Valid token for user %s = %r in scope %r",
+        conf.PRIMARY_KEY_FIELD,
+        getattr(user, conf.PRIMARY_KEY_FIELD),
+        scope,
+    )
+
+
+def _log_invalid(exc: InvalidToken) -> None:
+    logger.debug(exc.message, *exc.log_args)
+
+
+def _used_up(user: AbstractBaseUser) -> InvalidToken:
+    return InvalidToken(
+        Reason.USED_UP, "One-time token already used by user pk = %r", user.pk
+    )
+
+
+class SesameBackendMixin:
+    """
+    Mix this class into an authentication backend to accept sesame_db tokens.
+
+    The backend must provide ``get_user(user_id)``, like Django's backends, or
+    override :meth:`get_token_user`.
+
+    :func:`django.contrib.auth.authenticate` passes the token as
+    ``sesame_token``, a name that Django masks in the credentials sent with
+    :data:`~django.contrib.auth.signals.user_login_failed`. ``sesame`` is
+    accepted too, for compatibility with django-sesame, but receivers of that
+    signal then see the token.
+
+    """
+
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        sesame: str | None = None,
+        scope: str = "",
+        max_age: float | datetime.timedelta | None = None,
+        *,
+        sesame_token: str | None = None,
+    ) -> AbstractBaseUser | None:
+        """
+        Return the user authenticated by ``sesame_token`` (or ``sesame``), or :obj:`None`.
+
+        If ``scope`` is set, a :ref:`scoped token <scoped-tokens>` is expected.
+
+        If ``max_age`` is set, it overrides the :data:`SESAME_MAX_AGE` setting.
+
+        When :data:`SESAME_ONE_TIME` is set, the token is consumed here, with
+        a conditional update of the user's last login, so that two concurrent
+        requests cannot both use it.
+
+        """
+        token = sesame_token if sesame_token is not None else sesame
+        if token is None:
+            return None
+        try:
+            user = parse_token(token, self.get_token_user, scope, max_age)
+            if conf.ONE_TIME and not self._consume(user):
+                raise _used_up(user)
+        except InvalidToken as exc:
+            _log_invalid(exc)
+            return None
+        _log_valid(user, scope)
+        return user
+
+    async def aauthenticate(
+        self,
+        request: HttpRequest | None,
+        sesame: str | None = None,
+        scope: str = "",
+        max_age: float | datetime.timedelta | None = None,
+        *,
+        sesame_token: str | None = None,
+    ) -> AbstractBaseUser | None:
+        """See :meth:`authenticate`."""
+        token = sesame_token if sesame_token is not None else sesame
+        if token is None:
+            return None
+        try:
+            user = await aparse_token(token, self.aget_token_user, scope, max_age)
+            if conf.ONE_TIME and not await self._aconsume(user):
+                raise _used_up(user)
+        except InvalidToken as exc:
+            _log_invalid(exc)
+            return None
+        _log_valid(user, scope)
+        return user
+
+    def get_token_user(self, user_key: Any) -> AbstractBaseUser | None:
+        """
+        Load the user whose key ``user_key`` was found in a token.
+
+        Return :obj:`None` if there's no such user or if they cannot log in.
+
+        """
+        return self.get_user(user_key)  # type: ignore[attr-defined,no-any-return]
+
+    async def aget_token_user(self, user_key: Any) -> AbstractBaseUser | None:
+        """See :meth:`get_token_user`."""
+        aget_user = getattr(self, "aget_user", None)
+        if aget_user is not None:
+            return await aget_user(user_key)  # type: ignore[no-any-return]
+        return await sync_to_async(self.get_token_user)(user_key)
+
+    @staticmethod
+    def _one_time_update(user: AbstractBaseUser) -> tuple[Any, datetime.datetime]:
+        # The update succeeds only if last_login is still the value that the
+        # token was verified against: a compare-and-set.
+        manager = type(user)._default_manager
+        return manager.filter(pk=user.pk, last_login=user.last_login), timezone.now()
+
+    def _consume(self, user: AbstractBaseUser) -> bool:
+        queryset, now = self._one_time_update(user)
+        if queryset.update(last_login=now) == 0:
+            return False
+        user.last_login = now
+        return True
+
+    async def _aconsume(self, user: AbstractBaseUser) -> bool:
+        queryset, now = self._one_time_update(user)
+        if await queryset.aupdate(last_login=now) == 0:
+            return False
+        user.last_login = now
+        return True
+
+
+# authenticate() takes a token, not Django's username and password.
+class ModelBackend(SesameBackendMixin, auth_backends.ModelBackend):  # type: ignore[misc]
+    """
+    Authentication backend that accepts sesame_db tokens.
+
+    It inherits :class:`SesameBackendMixin` and Django's
+    :class:`~django.contrib.auth.backends.ModelBackend`; add it to
+    :setting:`AUTHENTICATION_BACKENDS`:
+
+    .. code-block:: python
+
+        AUTHENTICATION_BACKENDS = [
+            "django.contrib.auth.backends.ModelBackend",
+            "sesame_db.backends.ModelBackend",
+        ]
+
+    Unlike django-sesame's, its ``get_user(user_id)`` stays Django's: it loads
+    the user of a session by primary key, even when
+    :data:`SESAME_PRIMARY_KEY_FIELD` names another field.
+
+    """
+
+    def get_token_user(self, user_key: Any) -> AbstractBaseUser | None:
+        """
+        Load an active user by the field named by :data:`SESAME_PRIMARY_KEY_FIELD`.
+
+        """
+        User = get_user_model()
+        try:
+            user = User._default_manager.get(**{conf.PRIMARY_KEY_FIELD: user_key})
+        except User.DoesNotExist:
+            return None
+        return user if self.user_can_authenticate(user) else None
+
+    async def aget_token_user(self, user_key: Any) -> AbstractBaseUser | None:
+        """See :meth:`get_token_user`."""
+        User = get_user_model()
+        try:
+            user = await User._default_manager.aget(
+                **{conf.PRIMARY_KEY_FIELD: user_key}
+            )
+        except User.DoesNotExist:
+            return None
+        return user if self.user_can_authenticate(user) else None

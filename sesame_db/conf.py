@@ -1,0 +1,180 @@
+"""
+Settings of sesame_db, read from ``SESAME_*`` Django settings.
+
+Every other module reads settings through :data:`conf`, never through
+:mod:`django.conf.settings` directly.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+if TYPE_CHECKING:
+    from .packers import BasePacker
+
+__all__ = ["DEFAULTS", "conf"]
+
+DEFAULTS: dict[str, Any] = {
+    # Generating URLs
+    "TOKEN_NAME": "sesame",
+    # Tokens lifecycle
+    "MAX_AGE": None,
+    "ONE_TIME": False,
+    "INVALIDATE_ON_PASSWORD_CHANGE": True,
+    "INVALIDATE_ON_EMAIL_CHANGE": False,
+    # Custom primary keys
+    "PACKER": None,
+    "PRIMARY_KEY_FIELD": "pk",
+    # Token formats, the first one is used for creating tokens
+    "TOKENS": ["sesame_db.tokens_v2", "sesame_db.tokens_v1"],
+    # Tokens v2
+    "KEY": "",
+    # A 10-byte signature has about 1.2e24 possible values: enough for a
+    # token that is checked online, short enough for a URL.
+    "SIGNATURE_SIZE": 10,
+    # Tokens v1
+    "SALT": "sesame",
+}
+
+# Settings whose changes clear the cache.
+_WATCHED = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "AUTH_USER_MODEL")
+
+
+def _normalize_packer_path(path: str) -> str:
+    # django-sesame mixes the dotted path of SESAME_PACKER into the signing
+    # key. Projects that migrate rename "sesame.packers.X" into
+    # "sesame_db.packers.X"; mix in the old name so that links already sent
+    # keep working.
+    if path.startswith("sesame_db.packers."):
+        return "sesame.packers." + path.removeprefix("sesame_db.packers.")
+    return path
+
+
+def derive_key(
+    secret_key: str | bytes,
+    key: str,
+    max_age: float | None,
+    packer: str | None,
+    primary_key_field: str,
+) -> bytes:
+    """
+    Make a 64-byte signing key, like django-sesame does.
+
+    Settings that change the meaning of a token are mixed into the key, so a
+    token created with one packer cannot be misread by another.
+
+    """
+    return hashlib.blake2b(
+        "|".join(
+            [
+                # str() of bytes gives "b'...'", as in django-sesame.
+                str(secret_key),
+                str(key),
+                # Changing MAX_AGE is allowed as long as it is not None.
+                "max_age" if max_age is not None else "",
+                _normalize_packer_path(packer) if packer is not None else "",
+                primary_key_field,
+            ]
+        ).encode(),
+        person=b"sesame.settings",
+    ).digest()
+
+
+class Settings:
+    """
+    Typed access to the ``SESAME_*`` settings.
+
+    Values are read from :mod:`django.conf.settings` on first access and kept
+    until a :data:`~django.core.signals.setting_changed` signal (sent by
+    :func:`~django.test.override_settings`) clears them. Reading Django's
+    settings on every access would cost an exception per unset setting on the
+    hot path of every request.
+
+    """
+
+    TOKEN_NAME: str
+    MAX_AGE: float | None
+    ONE_TIME: bool
+    INVALIDATE_ON_PASSWORD_CHANGE: bool
+    INVALIDATE_ON_EMAIL_CHANGE: bool
+    PACKER: str | None
+    PRIMARY_KEY_FIELD: str
+    TOKENS: Sequence[str]
+    KEY: str
+    SIGNATURE_SIZE: int
+    SALT: str
+
+    # Derived values.
+    SIGNING_KEY: bytes
+    VERIFICATION_KEYS: list[bytes]
+    packer: BasePacker
+    token_formats: list[ModuleType]
+
+    def _load(self) -> None:
+        values = {
+            name: getattr(settings, "SESAME_" + name, default)
+            for name, default in DEFAULTS.items()
+        }
+        max_age = values["MAX_AGE"]
+        if isinstance(max_age, datetime.timedelta):
+            values["MAX_AGE"] = max_age.total_seconds()
+        keys = [
+            derive_key(
+                secret_key,
+                values["KEY"],
+                values["MAX_AGE"],
+                values["PACKER"],
+                values["PRIMARY_KEY_FIELD"],
+            )
+            for secret_key in [
+                settings.SECRET_KEY,
+                *getattr(settings, "SECRET_KEY_FALLBACKS", []),
+            ]
+        ]
+        values["SIGNING_KEY"] = keys[0]
+        values["VERIFICATION_KEYS"] = keys
+        self.__dict__.update(values)
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            # Called only when a value isn't cached yet.
+            if name == "packer":
+                from .packers import get_packer
+
+                self.packer = get_packer()
+            elif name == "token_formats":
+                self.token_formats = [
+                    importlib.import_module(path) for path in self.TOKENS
+                ]
+            elif name.isupper():
+                self._load()
+            else:
+                raise AttributeError(name)
+            try:
+                return self.__dict__[name]
+            except KeyError:
+                raise AttributeError(name) from None
+
+    def clear(self) -> None:
+        """Forget cached values; they're read again on next access."""
+        self.__dict__.clear()
+
+
+conf = Settings()
+
+
+@receiver(setting_changed, dispatch_uid="sesame_db.conf.reload")
+def reload(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("SESAME_") or setting in _WATCHED:
+        conf.clear()

@@ -1,0 +1,159 @@
+"""
+A view decorator that authenticates the user with a token in the URL.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from asgiref.sync import iscoroutinefunction
+from django.contrib.auth import alogin, login
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import HttpRequest
+
+from .utils import aget_user, get_user
+
+__all__ = ["authenticate"]
+
+ViewFunc = TypeVar("ViewFunc", bound=Callable[..., Any])
+
+
+@overload
+def authenticate(
+    view: ViewFunc,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    required: bool = True,
+    permanent: bool = False,
+    override: bool = True,
+) -> ViewFunc: ...
+
+
+@overload
+def authenticate(
+    view: None = None,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    required: bool = True,
+    permanent: bool = False,
+    override: bool = True,
+) -> Callable[[ViewFunc], ViewFunc]: ...
+
+
+def authenticate(
+    view: ViewFunc | None = None,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    required: bool = True,
+    permanent: bool = False,
+    override: bool = True,
+) -> ViewFunc | Callable[[ViewFunc], ViewFunc]:
+    """
+    Decorate a view to authenticate the user with a token in the URL.
+
+    With a valid token, ``request.user`` is the user in the view. Else
+    :exc:`~django.core.exceptions.PermissionDenied` is raised, which Django
+    turns into a 403 Forbidden response.
+
+    :func:`authenticate` applies to a view directly or with arguments::
+
+        @authenticate
+        def view(request): ...
+
+        @authenticate(scope="report:{pk}")
+        def report(request, pk): ...
+
+    It works with sync and async views.
+
+    ``scope`` is formatted with the view's positional and keyword arguments,
+    so ``"report:{pk}"`` scopes the token to one report: a :ref:`scoped token
+    <scoped-tokens>` is expected.
+
+    If ``max_age`` is set, it overrides the :data:`SESAME_MAX_AGE` setting.
+
+    Set ``required`` to :obj:`False` to run the view with an
+    :class:`~django.contrib.auth.models.AnonymousUser` when the token is
+    missing or invalid, instead of raising an exception.
+
+    The user isn't logged in: the token grants access to this view only. Set
+    ``permanent`` to :obj:`True` to call :func:`~django.contrib.auth.login`
+    too; that requires :mod:`django.contrib.sessions`.
+
+    A token overrides the logged-in user, if any. Set ``override`` to
+    :obj:`False` to skip authentication when a user is already logged in.
+
+    """
+    if view is None:
+        return functools.partial(
+            authenticate,
+            scope=scope,
+            max_age=max_age,
+            required=required,
+            permanent=permanent,
+            override=override,
+        )
+
+    def check_permanent(request: HttpRequest) -> None:
+        if permanent and not hasattr(request, "session"):
+            raise ImproperlyConfigured(
+                "authenticate(permanent=True) requires django.contrib.sessions"
+            )
+
+    def set_user(request: HttpRequest, user: AbstractBaseUser | None) -> None:
+        request.user = user if user is not None else AnonymousUser()  # type: ignore[assignment]
+        if required and user is None:
+            raise PermissionDenied
+
+    # login() updates the last login date; don't do it twice.
+    update_last_login = False if permanent else None
+
+    if iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if (
+                not override
+                and hasattr(request, "auser")
+                and (await request.auser()).is_authenticated
+            ):
+                return await view(request, *args, **kwargs)
+            check_permanent(request)
+            user = await aget_user(
+                request,
+                scope.format(*args, **kwargs),
+                max_age,
+                update_last_login=update_last_login,
+            )
+            set_user(request, user)
+            if permanent and user is not None:
+                await alogin(request, user)  # type: ignore[arg-type]
+            return await view(request, *args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if not override and hasattr(request, "user") and request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        check_permanent(request)
+        user = get_user(
+            request,
+            scope.format(*args, **kwargs),
+            max_age,
+            update_last_login=update_last_login,
+        )
+        set_user(request, user)
+        if permanent and user is not None:
+            login(request, user)  # type: ignore[arg-type]
+        return view(request, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,47 @@
+"""
+Why a token was rejected.
+
+:exc:`InvalidToken` is internal: token parsing raises it and the
+authentication backend turns it into :obj:`None`, a log line and a
+:data:`~sesame_db.signals.token_rejected` signal.
+
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+__all__ = ["InvalidToken", "Reason"]
+
+
+class Reason(models.TextChoices):
+    """Why a token was rejected; values are stable and stored in the audit log."""
+
+    MALFORMED = "malformed", _("malformed token")
+    BAD_SIGNATURE = "bad_signature", _("bad signature")
+    EXPIRED = "expired", _("expired")
+    WRONG_SCOPE = "wrong_scope", _("wrong scope")
+    UNKNOWN_USER = "unknown_user", _("unknown or inactive user")
+    USED_UP = "used_up", _("used up")
+
+
+class InvalidToken(Exception):
+    """
+    A token was rejected for ``reason``.
+
+    ``message`` and ``args`` are a ``%``-style log message that never contains
+    the token.
+
+    """
+
+    def __init__(self, reason: Reason, message: str, *args: Any) -> None:
+        super().__init__(reason, message, *args)
+        self.reason = reason
+        self.message = message
+        self.log_args = args
+
+    def __str__(self) -> str:
+        return self.message % self.log_args

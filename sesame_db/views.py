@@ -1,0 +1,81 @@
+"""
+A view that logs in users who follow a link with a token.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+from http import HTTPStatus
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.views import RedirectURLMixin
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+)
+from django.utils.functional import lazy
+from django.views.generic import View
+
+from .utils import get_user
+
+__all__ = ["LoginView"]
+
+
+def _login_redirect_url() -> str:
+    return str(settings.LOGIN_REDIRECT_URL)
+
+
+class LoginView(RedirectURLMixin, View):
+    """
+    Log in the user authenticated by the token in the URL of a GET request.
+
+    After login, redirect to the URL in the ``next`` query string parameter,
+    if it's safe, or else to ``next_page``, which defaults to
+    :setting:`LOGIN_REDIRECT_URL`. When ``next_page`` is :obj:`None`, answer
+    204 No Content instead. Answer 403 Forbidden when the token is missing or
+    invalid.
+
+    Set the ``scope`` attribute to expect a :ref:`scoped token
+    <scoped-tokens>`, and ``max_age`` to override :data:`SESAME_MAX_AGE`.
+
+    ``next_page``, ``redirect_field_name``, ``success_url_allowed_hosts`` and
+    ``get_default_redirect_url()`` work like in Django's
+    :class:`~django.contrib.auth.views.LoginView`: only URLs on the current
+    host, or on ``success_url_allowed_hosts``, are followed.
+
+    """
+
+    http_method_names = ["get", "head", "options"]
+
+    scope: str = ""
+    max_age: float | datetime.timedelta | None = None
+    # Read LOGIN_REDIRECT_URL when used, not when this module is imported.
+    next_page: Any = lazy(_login_redirect_url, str)()
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not hasattr(request, "user"):
+            raise ImproperlyConfigured("LoginView requires django.contrib.auth")
+        if not hasattr(request, "session"):
+            raise ImproperlyConfigured("LoginView requires django.contrib.sessions")
+        # login() updates the last login date; don't do it twice.
+        user = get_user(request, self.scope, self.max_age, update_last_login=False)
+        if user is None:
+            return self.login_failed()
+        login(request, user)  # type: ignore[arg-type]
+        return self.login_success()
+
+    def login_failed(self) -> HttpResponseBase:
+        """Raise :exc:`~django.core.exceptions.PermissionDenied`; override to answer otherwise."""
+        raise PermissionDenied
+
+    def login_success(self) -> HttpResponseBase:
+        """Redirect to the success URL, or answer 204 when ``next_page`` is :obj:`None`."""
+        if self.next_page is None:
+            return HttpResponse(status=HTTPStatus.NO_CONTENT)
+        return HttpResponseRedirect(self.get_success_url())
