@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from sesame_db.views import LoginView
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", LoginView.as_view(), name="login"),
+    path("request-link/", views.request_link, name="request-link"),
+    path("logout/", views.logout_view, name="logout"),
+    path("reports/<int:pk>/", views.report, name="report"),
+    path("reports/<int:pk>/share/", views.share_report, name="share-report"),
+    path("admin/", admin.site.urls),
+]

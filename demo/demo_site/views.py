@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model, logout
+from django.contrib.auth.decorators import login_required
+from django.core.mail import send_mail
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from sesame_db.decorators import authenticate
+from sesame_db.utils import get_query_string
+
+# The demo's "reports" are fixed; a real project would use a model.
+REPORTS = {
+    1: ("Q3 sales", "Revenue grew 12% over Q2, driven by the northern region."),
+    2: ("Incident review", "The outage on 3 March lasted 41 minutes; root cause: expired certificate."),
+}
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "demo/home.html", {"reports": REPORTS})
+
+
+def request_link(request: HttpRequest) -> HttpResponse:
+    """Email a login link; the console email backend prints it."""
+    sent_to = None
+    if request.method == "POST":
+        email = request.POST.get("email", "").strip()
+        user = get_user_model()._default_manager.filter(email__iexact=email, is_active=True).first()
+        if user is not None:
+            link = request.build_absolute_uri(reverse("login") + get_query_string(user))
+            send_mail("Your login link", f"Log in to the demo: {link}\n", None, [user.email])
+        # Same answer whether the address is known or not.
+        sent_to = email
+    return render(request, "demo/request_link.html", {"sent_to": sent_to})
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return redirect("home")
+
+
+def _get_report(pk: int) -> tuple[str, str]:
+    try:
+        return REPORTS[pk]
+    except KeyError:
+        raise Http404("No such report") from None
+
+
+@authenticate(scope="report:{pk}")
+def report(request: HttpRequest, pk: int) -> HttpResponse:
+    """A report reachable only with a link scoped to it."""
+    title, body = _get_report(pk)
+    return render(request, "demo/report.html", {"title": title, "body": body, "viewer": request.user})
+
+
+@login_required
+def share_report(request: HttpRequest, pk: int) -> HttpResponse:
+    """Create a link that opens this report, and nothing else, as the current user."""
+    title, _ = _get_report(pk)
+    link = request.build_absolute_uri(reverse("report", args=[pk]) + get_query_string(request.user, scope=f"report:{pk}"))
+    return render(request, "demo/share.html", {"title": title, "link": link})
