@@ -6,7 +6,6 @@ Authentication backends that accept sesame_db tokens.
 from __future__ import annotations
 
 import datetime
-import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -16,32 +15,28 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django.utils import timezone
 
+from . import store, tokens_store
 from .conf import conf
 from .exceptions import InvalidToken, Reason
 from .tokens import aparse_token, parse_token
 
 __all__ = ["ModelBackend", "SesameBackendMixin"]
 
-logger = logging.getLogger("sesame_db")
-
-
-def _log_valid(user: AbstractBaseUser, scope: str) -> None:
-    logger.debug(
-        "Valid token for user %s = %r in scope %r",
-        conf.PRIMARY_KEY_FIELD,
-        getattr(user, conf.PRIMARY_KEY_FIELD),
-        scope,
-    )
-
-
-def _log_invalid(exc: InvalidToken) -> None:
-    logger.debug(exc.message, *exc.log_args)
-
 
 def _used_up(user: AbstractBaseUser) -> InvalidToken:
     return InvalidToken(
         Reason.USED_UP, "One-time token already used by user pk = %r", user.pk
     )
+
+
+def _decode_stored(token: str, scope: str) -> tokens_store.StoredClaims:
+    if not store.is_installed():
+        raise InvalidToken(
+            Reason.MALFORMED,
+            "Bad token: stored tokens require 'sesame_db' in INSTALLED_APPS",
+        )
+    # The MAC is checked before any query.
+    return tokens_store.decode_token(token, scope, timezone.now())
 
 
 class SesameBackendMixin:
@@ -84,13 +79,24 @@ class SesameBackendMixin:
         if token is None:
             return None
         try:
+            if tokens_store.detect_token(token):
+                claims = _decode_stored(token, scope)
+                user, _ = store.redeem(
+                    claims,
+                    scope=scope,
+                    max_age=max_age,
+                    request=request,
+                    can_authenticate=self._can_authenticate,
+                    sender=type(self),
+                )
+                return user
             user = parse_token(token, self.get_token_user, scope, max_age)
             if conf.ONE_TIME and not self._consume(user):
                 raise _used_up(user)
         except InvalidToken as exc:
-            _log_invalid(exc)
+            store.reject(exc, request=request, scope=scope, sender=type(self))
             return None
-        _log_valid(user, scope)
+        store.accept(user, request=request, scope=scope, sender=type(self))
         return user
 
     async def aauthenticate(
@@ -107,13 +113,27 @@ class SesameBackendMixin:
         if token is None:
             return None
         try:
+            if tokens_store.detect_token(token):
+                claims = _decode_stored(token, scope)
+                # One thread hop for the whole redemption, rather than one per
+                # query with the async ORM, whose methods are sync_to_async
+                # wrappers of the same sync code.
+                user, _ = await sync_to_async(store.redeem)(
+                    claims,
+                    scope=scope,
+                    max_age=max_age,
+                    request=request,
+                    can_authenticate=self._can_authenticate,
+                    sender=type(self),
+                )
+                return user
             user = await aparse_token(token, self.aget_token_user, scope, max_age)
             if conf.ONE_TIME and not await self._aconsume(user):
                 raise _used_up(user)
         except InvalidToken as exc:
-            _log_invalid(exc)
+            await store.areject(exc, request=request, scope=scope, sender=type(self))
             return None
-        _log_valid(user, scope)
+        store.accept(user, request=request, scope=scope, sender=type(self))
         return user
 
     def get_token_user(self, user_key: Any) -> AbstractBaseUser | None:
@@ -131,6 +151,12 @@ class SesameBackendMixin:
         if aget_user is not None:
             return await aget_user(user_key)  # type: ignore[no-any-return]
         return await sync_to_async(self.get_token_user)(user_key)
+
+    def _can_authenticate(self, user: AbstractBaseUser) -> bool:
+        can_authenticate = getattr(self, "user_can_authenticate", None)
+        if can_authenticate is not None:
+            return bool(can_authenticate(user))
+        return getattr(user, "is_active", True) is not False
 
     @staticmethod
     def _one_time_update(user: AbstractBaseUser) -> tuple[Any, datetime.datetime]:

@@ -44,7 +44,18 @@ DEFAULTS: dict[str, Any] = {
     "SIGNATURE_SIZE": 10,
     # Tokens v1
     "SALT": "sesame",
+    # Database store
+    "STORE": False,
+    "AUDIT": True,
+    "TRUSTED_PROXIES": 0,
+    "CONFIRM": False,
+    "CONFIRM_TEMPLATE": "sesame_db/confirm.html",
+    "TOKEN_RETENTION": datetime.timedelta(days=30),
+    "EVENT_RETENTION": datetime.timedelta(days=365),
 }
+
+# Durations accept a timedelta or a number of seconds.
+_DURATIONS = ("MAX_AGE", "TOKEN_RETENTION", "EVENT_RETENTION")
 
 # Settings whose changes clear the cache.
 _WATCHED = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "AUTH_USER_MODEL")
@@ -113,10 +124,18 @@ class Settings:
     KEY: str
     SIGNATURE_SIZE: int
     SALT: str
+    STORE: bool
+    AUDIT: bool
+    TRUSTED_PROXIES: int
+    CONFIRM: bool
+    CONFIRM_TEMPLATE: str
+    TOKEN_RETENTION: float
+    EVENT_RETENTION: float
 
     # Derived values.
     SIGNING_KEY: bytes
     VERIFICATION_KEYS: list[bytes]
+    SECRET_KEYS: list[str | bytes]
     packer: BasePacker
     token_formats: list[ModuleType]
 
@@ -125,9 +144,13 @@ class Settings:
             name: getattr(settings, "SESAME_" + name, default)
             for name, default in DEFAULTS.items()
         }
-        max_age = values["MAX_AGE"]
-        if isinstance(max_age, datetime.timedelta):
-            values["MAX_AGE"] = max_age.total_seconds()
+        for name in _DURATIONS:
+            if isinstance(values[name], datetime.timedelta):
+                values[name] = values[name].total_seconds()
+        values["SECRET_KEYS"] = [
+            settings.SECRET_KEY,
+            *getattr(settings, "SECRET_KEY_FALLBACKS", []),
+        ]
         keys = [
             derive_key(
                 secret_key,
@@ -136,10 +159,7 @@ class Settings:
                 values["PACKER"],
                 values["PRIMARY_KEY_FIELD"],
             )
-            for secret_key in [
-                settings.SECRET_KEY,
-                *getattr(settings, "SECRET_KEY_FALLBACKS", []),
-            ]
+            for secret_key in values["SECRET_KEYS"]
         ]
         values["SIGNING_KEY"] = keys[0]
         values["VERIFICATION_KEYS"] = keys

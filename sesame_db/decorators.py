@@ -17,6 +17,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest
 
+from .confirm import ALL_ALIASES, atomic_requests, needs_confirmation
 from .utils import aget_user, get_user
 
 __all__ = ["authenticate"]
@@ -33,6 +34,7 @@ def authenticate(
     required: bool = True,
     permanent: bool = False,
     override: bool = True,
+    confirm: bool | None = None,
 ) -> ViewFunc: ...
 
 
@@ -45,6 +47,7 @@ def authenticate(
     required: bool = True,
     permanent: bool = False,
     override: bool = True,
+    confirm: bool | None = None,
 ) -> Callable[[ViewFunc], ViewFunc]: ...
 
 
@@ -56,6 +59,7 @@ def authenticate(
     required: bool = True,
     permanent: bool = False,
     override: bool = True,
+    confirm: bool | None = None,
 ) -> ViewFunc | Callable[[ViewFunc], ViewFunc]:
     """
     Decorate a view to authenticate the user with a token in the URL.
@@ -91,6 +95,17 @@ def authenticate(
     A token overrides the logged-in user, if any. Set ``override`` to
     :obj:`False` to skip authentication when a user is already logged in.
 
+    Set ``confirm`` to :obj:`True` for :ref:`scanner-safe links
+    <scanner-safe>`: GET and HEAD requests with a token get a confirmation
+    page, and the token is used only by the POST request that the page sends,
+    protected against CSRF; the view then runs on that POST. ``confirm``
+    defaults to :data:`SESAME_CONFIRM`.
+
+    The token is used, and its use recorded, before the view runs, outside of
+    the transaction that :setting:`ATOMIC_REQUESTS <DATABASE-ATOMIC_REQUESTS>`
+    opens; the view still runs inside such a transaction. So a view that
+    raises rolls back its own changes, but not the use of the link.
+
     """
     if view is None:
         return functools.partial(
@@ -100,6 +115,7 @@ def authenticate(
             required=required,
             permanent=permanent,
             override=override,
+            confirm=confirm,
         )
 
     def check_permanent(request: HttpRequest) -> None:
@@ -127,6 +143,8 @@ def authenticate(
             ):
                 return await view(request, *args, **kwargs)
             check_permanent(request)
+            if (response := needs_confirmation(request, confirm)) is not None:
+                return response
             user = await aget_user(
                 request,
                 scope.format(*args, **kwargs),
@@ -143,8 +161,11 @@ def authenticate(
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         if not override and hasattr(request, "user") and request.user.is_authenticated:
-            return view(request, *args, **kwargs)
+            with atomic_requests(view):
+                return view(request, *args, **kwargs)
         check_permanent(request)
+        if (response := needs_confirmation(request, confirm)) is not None:
+            return response
         user = get_user(
             request,
             scope.format(*args, **kwargs),
@@ -154,6 +175,9 @@ def authenticate(
         set_user(request, user)
         if permanent and user is not None:
             login(request, user)  # type: ignore[arg-type]
-        return view(request, *args, **kwargs)
+        with atomic_requests(view):
+            return view(request, *args, **kwargs)
 
+    # Use the token outside of ATOMIC_REQUESTS; see atomic_requests().
+    wrapper._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

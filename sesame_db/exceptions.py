@@ -26,6 +26,11 @@ class Reason(models.TextChoices):
     WRONG_SCOPE = "wrong_scope", _("wrong scope")
     UNKNOWN_USER = "unknown_user", _("unknown or inactive user")
     USED_UP = "used_up", _("used up")
+    # Stored tokens only
+    UNKNOWN = "unknown", _("unknown link")
+    REVOKED = "revoked", _("revoked")
+    INACTIVE_USER = "inactive_user", _("inactive user")
+    INVALIDATED = "invalidated", _("invalidated by a password or email change")
 
 
 class InvalidToken(Exception):
@@ -33,15 +38,20 @@ class InvalidToken(Exception):
     A token was rejected for ``reason``.
 
     ``message`` and ``args`` are a ``%``-style log message that never contains
-    the token.
+    the token. ``token_id`` is the primary key of the
+    :class:`~sesame_db.models.IssuedToken` when the token authentically
+    identifies one.
 
     """
 
-    def __init__(self, reason: Reason, message: str, *args: Any) -> None:
+    def __init__(
+        self, reason: Reason, message: str, *args: Any, token_id: int | None = None
+    ) -> None:
         super().__init__(reason, message, *args)
         self.reason = reason
         self.message = message
         self.log_args = args
+        self.token_id = token_id
 
     def __str__(self) -> str:
         return self.message % self.log_args

@@ -6,53 +6,195 @@ Create tokens and authenticate users with them.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import aauthenticate, authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
 from django.utils import timezone
 
+from . import store as _store
 from .conf import conf
 from .tokens import create_token
 
-__all__ = ["aget_user", "get_parameters", "get_query_string", "get_token", "get_user"]
+if TYPE_CHECKING:
+    from .models import IssuedToken
+
+__all__ = [
+    "aget_user",
+    "get_parameters",
+    "get_query_string",
+    "get_token",
+    "get_user",
+    "issue_token",
+    "issue_tokens",
+]
 
 
-def get_token(user: AbstractBaseUser, scope: str = "") -> str:
+def _create_token(
+    user: AbstractBaseUser,
+    scope: str,
+    store: bool | None,
+    max_age: float | datetime.timedelta | None,
+    max_uses: int | None,
+    label: str,
+    issued_by: AbstractBaseUser | None,
+) -> str:
+    if store is None:
+        store = conf.STORE
+    if store:
+        token, _ = _store.issue(
+            user,
+            scope,
+            max_age=max_age,
+            max_uses=max_uses,
+            label=label,
+            issued_by=issued_by,
+        )
+        return token
+    if max_age is not None or max_uses is not None or label or issued_by is not None:
+        raise ValueError(
+            "max_age, max_uses, label and issued_by require a stored token: pass store=True or set SESAME_STORE"
+        )
+    return create_token(user, scope)
+
+
+def get_token(
+    user: AbstractBaseUser,
+    scope: str = "",
+    *,
+    store: bool | None = None,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+) -> str:
     """
-    Create a signed token that authenticates ``user``.
+    Create a token that authenticates ``user``.
 
     Set ``scope`` to create a :ref:`scoped token <scoped-tokens>`.
 
     :func:`get_user` accepts this token.
 
+    When ``store`` is :obj:`True`, or when it's :obj:`None` and
+    :data:`SESAME_STORE` is set, the token is recorded in the database store
+    as an :class:`~sesame_db.models.IssuedToken`, which can then be revoked.
+    Stored tokens accept the other keyword arguments: ``max_age`` is their
+    expiry, defaulting to :data:`SESAME_MAX_AGE`; ``max_uses`` limits how
+    many times they can be used; ``label`` describes them in the admin;
+    ``issued_by`` records who created them.
+
     """
-    return create_token(user, scope)
+    return _create_token(user, scope, store, max_age, max_uses, label, issued_by)
 
 
-def get_parameters(user: AbstractBaseUser, scope: str = "") -> dict[str, str]:
+def get_parameters(
+    user: AbstractBaseUser,
+    scope: str = "",
+    *,
+    store: bool | None = None,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+) -> dict[str, str]:
     """
     Create a :class:`dict` of query string parameters that authenticate ``user``.
 
-    Set ``scope`` to create a :ref:`scoped token <scoped-tokens>`.
-
     Use this function to add a token to a URL that already has a query string.
+    Arguments are those of :func:`get_token`.
 
     """
-    return {conf.TOKEN_NAME: create_token(user, scope)}
+    return {
+        conf.TOKEN_NAME: _create_token(
+            user, scope, store, max_age, max_uses, label, issued_by
+        )
+    }
 
 
-def get_query_string(user: AbstractBaseUser, scope: str = "") -> str:
+def get_query_string(
+    user: AbstractBaseUser,
+    scope: str = "",
+    *,
+    store: bool | None = None,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+) -> str:
     """
     Create a query string, starting with ``?``, that authenticates ``user``.
 
-    Set ``scope`` to create a :ref:`scoped token <scoped-tokens>`.
-
     Use this function to add a token to a URL that has no query string.
+    Arguments are those of :func:`get_token`.
 
     """
-    return "?" + urlencode({conf.TOKEN_NAME: create_token(user, scope)})
+    return "?" + urlencode(
+        {
+            conf.TOKEN_NAME: _create_token(
+                user, scope, store, max_age, max_uses, label, issued_by
+            )
+        }
+    )
+
+
+def issue_token(
+    user: AbstractBaseUser,
+    scope: str = "",
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> tuple[str, IssuedToken]:
+    """
+    Issue a stored token for ``user`` and return it with its :class:`~sesame_db.models.IssuedToken`.
+
+    Arguments are those of :func:`get_token`; ``request``, if given, is
+    recorded in the ``issued`` audit event.
+
+    """
+    return _store.issue(
+        user,
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+    )
+
+
+def issue_tokens(
+    users: Iterable[AbstractBaseUser],
+    scope: str = "",
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> list[tuple[str, IssuedToken]]:
+    """
+    Issue one stored token per user in ``users``, with one ``INSERT`` for all of them.
+
+    Return ``(token, issued_token)`` pairs in the order of ``users``. Use it
+    to email links to many users at once. Arguments are those of
+    :func:`issue_token`.
+
+    """
+    return _store.issue_many(
+        users,
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+    )
 
 
 def _split(request_or_token: Any) -> tuple[Any, str | None]:

@@ -22,6 +22,7 @@ from django.http import (
 from django.utils.functional import lazy
 from django.views.generic import View
 
+from .confirm import ALL_ALIASES, confirm_enabled, needs_confirmation
 from .utils import get_user
 
 __all__ = ["LoginView"]
@@ -49,26 +50,50 @@ class LoginView(RedirectURLMixin, View):
     :class:`~django.contrib.auth.views.LoginView`: only URLs on the current
     host, or on ``success_url_allowed_hosts``, are followed.
 
+    Set ``confirm`` to :obj:`True` for :ref:`scanner-safe links
+    <scanner-safe>`: a GET request gets a confirmation page and only the POST
+    request that it sends logs the user in. ``confirm`` defaults to
+    :data:`SESAME_CONFIRM`.
+
+    The view doesn't run in the transaction of :setting:`ATOMIC_REQUESTS
+    <DATABASE-ATOMIC_REQUESTS>`, so the use of a link is recorded even if a
+    later step fails.
+
     """
 
-    http_method_names = ["get", "head", "options"]
+    http_method_names = ["get", "head", "post", "options"]
 
     scope: str = ""
     max_age: float | datetime.timedelta | None = None
+    confirm: bool | None = None
     # Read LOGIN_REDIRECT_URL when used, not when this module is imported.
     next_page: Any = lazy(_login_redirect_url, str)()
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        view = super().as_view(**initkwargs)
+        # Use the token outside of ATOMIC_REQUESTS; see confirm.atomic_requests().
+        view._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]
+        return view
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not hasattr(request, "user"):
             raise ImproperlyConfigured("LoginView requires django.contrib.auth")
         if not hasattr(request, "session"):
             raise ImproperlyConfigured("LoginView requires django.contrib.sessions")
+        if (response := needs_confirmation(request, self.confirm)) is not None:
+            return response
         # login() updates the last login date; don't do it twice.
         user = get_user(request, self.scope, self.max_age, update_last_login=False)
         if user is None:
             return self.login_failed()
         login(request, user)  # type: ignore[arg-type]
         return self.login_success()
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not confirm_enabled(self.confirm):
+            return self.http_method_not_allowed(request, *args, **kwargs)
+        return self.get(request, *args, **kwargs)
 
     def login_failed(self) -> HttpResponseBase:
         """Raise :exc:`~django.core.exceptions.PermissionDenied`; override to answer otherwise."""

@@ -29,12 +29,25 @@ AUTHENTICATION_BACKENDS = [
     "sesame_db.backends.ModelBackend",
 ]
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("SESAME_DB_TEST_SQLITE", ":memory:"),
-    },
-}
+# SESAME_TEST_DB selects the database: "sqlite" (default) or "postgresql",
+# a throwaway server started by tests/postgres.py. Without PostgreSQL, the
+# run skips every test with the reason, except in CI, where it fails.
+TEST_DB = os.environ.get("SESAME_TEST_DB", "sqlite")
+POSTGRES_UNAVAILABLE = ""
+DATABASES: dict[str, dict[str, object]] = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if TEST_DB == "postgresql":
+    from tests.postgres import Unavailable, database_settings
+
+    try:
+        DATABASES["default"] = database_settings()
+    except Unavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        POSTGRES_UNAVAILABLE = str(exc)
+elif TEST_DB != "sqlite":
+    raise ValueError(f"SESAME_TEST_DB must be 'sqlite' or 'postgresql', not {TEST_DB!r}")
+# A second database, for the tests of database routing.
+DATABASES["other"] = {**DATABASES["default"], **({"NAME": "other"} if TEST_DB == "postgresql" else {})}
 
 TEMPLATES = [
     {

@@ -1,0 +1,219 @@
+"""
+Models of the database store: issued tokens and their audit trail.
+
+Neither model stores a usable secret: a token can be made from a record only
+with the secret key.
+
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from model_utils.models import TimeStampedModel
+
+from .exceptions import Reason
+from .managers import IssuedTokenQuerySet, TokenEventQuerySet
+
+__all__ = ["IssuedToken", "TokenEvent"]
+
+
+class IssuedToken(TimeStampedModel):
+    """
+    A token issued with the database store on.
+
+    The database decides whether it's valid: revoking it, shortening its
+    expiry or lowering its use limit takes effect on the next use.
+
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("active")
+        EXPIRED = "expired", _("expired")
+        REVOKED = "revoked", _("revoked")
+        USED_UP = "used_up", _("used up")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="sesame_tokens",
+        verbose_name=_("user"),
+    )
+    scope = models.CharField(_("scope"), max_length=255, blank=True)
+    label = models.CharField(_("label"), max_length=255, blank=True)
+    issued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("issued by"),
+    )
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    max_uses = models.PositiveIntegerField(
+        _("maximum uses"), null=True, blank=True, help_text=_("Empty for unlimited.")
+    )
+    use_count = models.PositiveIntegerField(_("uses"), default=0, editable=False)
+    last_used_at = models.DateTimeField(
+        _("last used at"), null=True, blank=True, editable=False
+    )
+    revoked_at = models.DateTimeField(
+        _("revoked at"), null=True, blank=True, editable=False
+    )
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+        verbose_name=_("revoked by"),
+    )
+    revoke_reason = models.CharField(
+        _("revocation reason"), max_length=255, blank=True, editable=False
+    )
+    # Keyed digest of the user's password hash (and email), to invalidate
+    # the token when they change; useless without the secret key.
+    user_digest = models.CharField(max_length=32, editable=False)
+
+    objects = IssuedTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("issued link")
+        verbose_name_plural = _("issued links")
+        permissions = [("revoke_issuedtoken", _("Can revoke issued links"))]
+        indexes = [
+            models.Index(fields=["user", "-created"], name="sesame_db_token_user_idx"),
+            models.Index(
+                fields=["scope", "-created"], name="sesame_db_token_scope_idx"
+            ),
+            models.Index(fields=["-created"], name="sesame_db_token_created_idx"),
+            models.Index(fields=["expires_at"], name="sesame_db_token_expires_idx"),
+            models.Index(fields=["revoked_at"], name="sesame_db_token_revoked_idx"),
+            models.Index(fields=["issued_by"], name="sesame_db_token_issuer_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_uses__isnull=True) | Q(use_count__lte=F("max_uses")),
+                name="sesame_db_token_use_count_lte_max_uses",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.scope or _("default scope")
+        return f"#{self.pk} {self.user_id} {scope}"
+
+    @property
+    def status(self) -> IssuedToken.Status:
+        """Whether the token is active, expired, revoked or used up, as the database would decide now."""
+        if self.revoked_at is not None:
+            return self.Status.REVOKED
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return self.Status.EXPIRED
+        if self.max_uses is not None and self.use_count >= self.max_uses:
+            return self.Status.USED_UP
+        return self.Status.ACTIVE
+
+    def revoke(self, by: AbstractBaseUser | None = None, reason: str = "") -> bool:
+        """
+        Revoke this token, recording ``by`` and ``reason``.
+
+        Return :obj:`False` if it was already revoked.
+
+        """
+        revoked = (
+            type(self)._default_manager.filter(pk=self.pk).revoke(by=by, reason=reason)
+        )
+        if revoked:
+            self.refresh_from_db(
+                fields=["revoked_at", "revoked_by", "revoke_reason", "modified"]
+            )
+        return bool(revoked)
+
+
+class TokenEvent(models.Model):
+    """
+    An audit record: a token was issued, used, rejected or revoked.
+
+    Events are never updated. They outlive their token: ``token`` and the user
+    references aren't database constraints, so purging tokens or deleting
+    users keeps the trail.
+
+    """
+
+    class Kind(models.TextChoices):
+        ISSUED = "issued", _("issued")
+        USED = "used", _("used")
+        REJECTED = "rejected", _("rejected")
+        REVOKED = "revoked", _("revoked")
+
+    created_at = models.DateTimeField(_("time"), default=timezone.now, editable=False)
+    kind = models.CharField(_("event"), max_length=16, choices=Kind.choices)
+    reason = models.CharField(
+        _("reason"), max_length=32, choices=Reason.choices, blank=True
+    )
+    token = models.ForeignKey(
+        IssuedToken,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="events",
+        verbose_name=_("link"),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("actor"),
+        help_text=_("Who issued or revoked the link."),
+    )
+    scope = models.CharField(
+        _("scope"),
+        max_length=255,
+        blank=True,
+        help_text=_("The scope that was requested."),
+    )
+    detail = models.CharField(_("detail"), max_length=255, blank=True)
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=255, blank=True)
+    method = models.CharField(_("method"), max_length=16, blank=True)
+    path = models.CharField(_("path"), max_length=255, blank=True)
+
+    objects = TokenEventQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("link event")
+        verbose_name_plural = _("link events")
+        indexes = [
+            models.Index(fields=["-created_at"], name="sesame_db_event_created_idx"),
+            models.Index(
+                fields=["token", "-created_at"], name="sesame_db_event_token_idx"
+            ),
+            models.Index(
+                fields=["user", "-created_at"], name="sesame_db_event_user_idx"
+            ),
+            models.Index(
+                fields=["kind", "-created_at"], name="sesame_db_event_kind_idx"
+            ),
+            models.Index(fields=["ip"], name="sesame_db_event_ip_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.token_id} {self.created_at:%Y-%m-%d %H:%M:%S}"

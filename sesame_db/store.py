@@ -1,0 +1,541 @@
+"""
+Services of the database store: issue, redeem, reject and revoke tokens.
+
+This is the only place that counts uses, enforces limits and writes the
+audit trail. It reaches the models through the app registry when called, so
+importing it doesn't require ``"sesame_db"`` in :setting:`INSTALLED_APPS`.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.apps import apps
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, router, transaction
+from django.db.models import F, Q, Subquery
+from django.http import HttpRequest
+from django.utils import timezone
+
+from . import tokens_store
+from .conf import conf
+from .exceptions import InvalidToken, Reason
+from .signals import token_issued, token_rejected, token_revoked, token_used
+
+if TYPE_CHECKING:
+    from .models import IssuedToken, TokenEvent
+
+__all__ = [
+    "accept",
+    "areject",
+    "client_info",
+    "client_ip",
+    "is_installed",
+    "issue",
+    "issue_many",
+    "redeem",
+    "reject",
+    "revoke_queryset",
+]
+
+logger = logging.getLogger("sesame_db")
+
+BATCH_SIZE = 1000
+
+
+def is_installed() -> bool:
+    """Tell whether the database store is available: ``"sesame_db"`` is installed."""
+    return apps.is_installed("sesame_db")
+
+
+def get_models() -> tuple[type[IssuedToken], type[TokenEvent]]:
+    if not is_installed():
+        raise ImproperlyConfigured(
+            "the database store requires 'sesame_db' in INSTALLED_APPS: add it or set SESAME_STORE to False"
+        )
+    return apps.get_model("sesame_db", "IssuedToken"), apps.get_model(
+        "sesame_db", "TokenEvent"
+    )
+
+
+def _pk(user: AbstractBaseUser | None) -> Any:
+    return None if user is None else user.pk
+
+
+def _seconds(value: float | datetime.timedelta) -> float:
+    return (
+        value.total_seconds() if isinstance(value, datetime.timedelta) else float(value)
+    )
+
+
+# Client information for the audit trail.
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """
+    Return the IP address of the client of ``request``, or :obj:`None`.
+
+    It's ``REMOTE_ADDR``, unless :data:`SESAME_TRUSTED_PROXIES` is set to the
+    number of reverse proxies in front of Django: then it's the address that
+    the outermost trusted proxy added to ``X-Forwarded-For``.
+
+    """
+    address = request.META.get("REMOTE_ADDR", "")
+    hops = conf.TRUSTED_PROXIES
+    if hops:
+        forwarded = [
+            part.strip()
+            for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+            if part.strip()
+        ]
+        # Entries left of those added by trusted proxies are client-controlled.
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def client_info(request: HttpRequest | None) -> dict[str, Any]:
+    """Return the audit fields describing ``request``: IP, user agent, method and path."""
+    if request is None:
+        return {}
+    return {
+        "ip": client_ip(request),
+        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:255],
+        "method": (request.method or "")[:16],
+        # The path only: the query string holds the token.
+        "path": request.path[:255],
+    }
+
+
+# Issuing.
+
+
+def _expires_at(
+    now: datetime.datetime, max_age: float | datetime.timedelta | None
+) -> datetime.datetime | None:
+    if max_age is None:
+        max_age = conf.MAX_AGE
+    return (
+        None if max_age is None else now + datetime.timedelta(seconds=_seconds(max_age))
+    )
+
+
+def issue_many(
+    users: Iterable[AbstractBaseUser],
+    scope: str = "",
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> list[tuple[str, IssuedToken]]:
+    """
+    Issue one stored token per user in ``users``, with a single ``INSERT`` for all of them.
+
+    Return ``(token, issued_token)`` pairs in the order of ``users``. An
+    ``issued`` event is recorded for each token, with another single
+    ``INSERT``, when :data:`SESAME_AUDIT` is on.
+
+    ``max_age`` sets the expiry of the tokens, defaulting to
+    :data:`SESAME_MAX_AGE`; ``max_uses`` limits how often each can be used.
+
+    """
+    IssuedToken, TokenEvent = get_models()
+    if max_uses is not None and max_uses < 1:
+        raise ValueError("max_uses must be at least 1")
+    now = timezone.now()
+    expires_at = _expires_at(now, max_age)
+    records = [
+        IssuedToken(
+            user_id=user.pk,
+            scope=scope,
+            label=label,
+            issued_by_id=_pk(issued_by),
+            expires_at=expires_at,
+            max_uses=max_uses,
+            user_digest=tokens_store.user_digest(user),
+            created=now,
+            modified=now,
+        )
+        for user in users
+    ]
+    db = router.db_for_write(IssuedToken)
+    with transaction.atomic(using=db, savepoint=False):
+        IssuedToken._default_manager.using(db).bulk_create(
+            records, batch_size=BATCH_SIZE
+        )
+        if any(
+            record.pk is None for record in records
+        ):  # pragma: no cover - every supported database returns ids
+            raise ImproperlyConfigured(
+                "the database doesn't return primary keys from bulk inserts"
+            )
+        if conf.AUDIT:
+            info = client_info(request)
+            TokenEvent._default_manager.using(db).bulk_create(
+                [
+                    TokenEvent(
+                        created_at=now,
+                        kind=TokenEvent.Kind.ISSUED,
+                        token=record,
+                        user_id=record.user_id,
+                        actor_id=_pk(issued_by),
+                        scope=scope,
+                        detail=label[:255],
+                        **info,
+                    )
+                    for record in records
+                ],
+                batch_size=BATCH_SIZE,
+            )
+        for record in records:
+            transaction.on_commit(
+                functools.partial(
+                    token_issued.send,
+                    sender=IssuedToken,
+                    token=record,
+                    issued_by=issued_by,
+                ),
+                using=db,
+            )
+    return [
+        (tokens_store.create_token(record.pk, scope, expires_at), record)
+        for record in records
+    ]
+
+
+def issue(
+    user: AbstractBaseUser, scope: str = "", **kwargs: Any
+) -> tuple[str, IssuedToken]:
+    """
+    Issue a stored token for ``user`` in ``scope``.
+
+    Return the token and its :class:`~sesame_db.models.IssuedToken`. Keyword
+    arguments are those of :func:`issue_many`.
+
+    """
+    [(token, record)] = issue_many([user], scope, **kwargs)
+    return token, record
+
+
+# Redeeming.
+
+
+def _classify(record: IssuedToken, now: datetime.datetime) -> Reason | None:
+    if record.revoked_at is not None:
+        return Reason.REVOKED
+    if record.expires_at is not None and record.expires_at <= now:
+        return Reason.EXPIRED
+    if record.max_uses is not None and record.use_count >= record.max_uses:
+        return Reason.USED_UP
+    return None
+
+
+def _consume(
+    record: IssuedToken,
+    now: datetime.datetime,
+    scope: str,
+    request: HttpRequest | None,
+    db: str,
+) -> bool:
+    """
+    Count one use of ``record`` if the database still allows it, and audit it.
+
+    The conditions are repeated in the ``UPDATE``, so that concurrent
+    redemptions cannot exceed ``max_uses`` or follow a revocation: the row
+    count decides. On PostgreSQL, the update and the audit insert are one
+    statement; elsewhere, two in one transaction.
+
+    """
+    IssuedToken, TokenEvent = get_models()
+    audit = conf.AUDIT
+    connection = connections[db]
+    if connection.vendor == "postgresql":
+        sql, params = _consume_sql(connection, record.pk, now, scope, request, audit)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return bool(cursor.rowcount == 1)
+    condition = (
+        Q(revoked_at__isnull=True)
+        & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        & (Q(max_uses__isnull=True) | Q(use_count__lt=F("max_uses")))
+    )
+    with transaction.atomic(using=db, savepoint=False):
+        updated = (
+            IssuedToken._default_manager.using(db)
+            .filter(condition, pk=record.pk)
+            .update(use_count=F("use_count") + 1, last_used_at=now, modified=now)
+        )
+        if updated and audit:
+            TokenEvent._default_manager.using(db).create(
+                created_at=now,
+                kind=TokenEvent.Kind.USED,
+                token_id=record.pk,
+                user_id=record.user_id,
+                scope=scope,
+                **client_info(request),
+            )
+    return bool(updated)
+
+
+def _consume_sql(
+    connection: Any,
+    pk: int,
+    now: datetime.datetime,
+    scope: str,
+    request: HttpRequest | None,
+    audit: bool,
+) -> tuple[str, list[Any]]:
+    IssuedToken, TokenEvent = get_models()
+    qn = connection.ops.quote_name
+    token_table = qn(IssuedToken._meta.db_table)
+    t = {f.name: qn(f.column) for f in IssuedToken._meta.concrete_fields}
+    moment = connection.ops.adapt_datetimefield_value(now)
+    update = (
+        f"UPDATE {token_table} SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
+        f"WHERE {t['id']} = %s AND {t['revoked_at']} IS NULL AND ({t['expires_at']} IS NULL OR {t['expires_at']} > %s) "
+        f"AND ({t['max_uses']} IS NULL OR {t['use_count']} < {t['max_uses']})"
+    )
+    params: list[Any] = [moment, moment, pk, moment]
+    if not audit:
+        return update, params
+    e = {f.name: qn(f.column) for f in TokenEvent._meta.concrete_fields}
+    info = client_info(request)
+    ip = info.get("ip")
+    sql = (
+        f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
+        f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, {e['user']}, "
+        f"{e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
+        "SELECT %s, %s, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used"
+    )
+    params += [
+        moment,
+        TokenEvent.Kind.USED.value,
+        scope,
+        None if ip is None else connection.ops.adapt_ipaddressfield_value(ip),
+        info.get("user_agent", ""),
+        info.get("method", ""),
+        info.get("path", ""),
+    ]
+    return sql, params
+
+
+def redeem(
+    claims: tokens_store.StoredClaims,
+    *,
+    scope: str,
+    max_age: float | datetime.timedelta | None = None,
+    request: HttpRequest | None = None,
+    can_authenticate: Callable[[AbstractBaseUser], bool],
+    sender: type,
+) -> tuple[AbstractBaseUser, IssuedToken]:
+    """
+    Use the stored token described by ``claims``: check it against the database and count the use.
+
+    Reads and writes go to :func:`~django.db.router.db_for_write` for
+    :class:`~sesame_db.models.IssuedToken`, so a revocation is never missed
+    because a replica lags. ``max_age``, if set, rejects tokens issued longer
+    ago, on top of their own expiry.
+
+    Return the user and the token, and send
+    :data:`~sesame_db.signals.token_used` once the use is committed. Raise
+    :exc:`~sesame_db.exceptions.InvalidToken` if the database rejects it.
+
+    """
+    IssuedToken, _ = get_models()
+    pk = claims.record_id
+    db = router.db_for_write(IssuedToken)
+    now = timezone.now()
+    # 1. The record, joined to its user.
+    try:
+        record = (
+            IssuedToken._default_manager.using(db).select_related("user").get(pk=pk)
+        )
+    except IssuedToken.DoesNotExist:
+        raise InvalidToken(
+            Reason.UNKNOWN, "Unknown stored token %d", pk, token_id=pk
+        ) from None
+    reason = _classify(record, now)
+    if (
+        reason is None
+        and max_age is not None
+        and record.created + datetime.timedelta(seconds=_seconds(max_age)) <= now
+    ):
+        reason = Reason.EXPIRED
+    if reason is None and record.scope != scope:
+        reason = Reason.WRONG_SCOPE
+    if reason is None and not can_authenticate(record.user):
+        reason = Reason.INACTIVE_USER
+    if reason is None and record.user_digest != claims.user_digest(record.user):
+        reason = Reason.INVALIDATED
+    if reason is not None:
+        raise InvalidToken(
+            reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
+        )
+    # 2. The use, counted if the database still allows it.
+    if not _consume(record, now, scope, request, db):
+        record.refresh_from_db(using=db)
+        reason = _classify(record, timezone.now()) or Reason.USED_UP
+        raise InvalidToken(
+            reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
+        )
+    record.use_count += 1
+    record.last_used_at = record.modified = now
+    logger.debug(
+        "Valid stored token %d for user pk = %r in scope %r", pk, record.user_id, scope
+    )
+    transaction.on_commit(
+        functools.partial(
+            token_used.send,
+            sender=sender,
+            request=request,
+            user=record.user,
+            token=record,
+            scope=scope,
+        ),
+        using=db,
+    )
+    return record.user, record
+
+
+def reject(
+    exc: InvalidToken, *, request: HttpRequest | None, scope: str, sender: type
+) -> None:
+    """
+    Record a rejected token: a DEBUG log line, an audit event if the token identifies a stored one, and :data:`~sesame_db.signals.token_rejected`.
+
+    """
+    logger.debug(exc.message, *exc.log_args)
+    send = functools.partial(
+        token_rejected.send,
+        sender=sender,
+        request=request,
+        reason=exc.reason,
+        token_id=exc.token_id,
+        scope=scope,
+    )
+    if exc.token_id is None or not conf.AUDIT or not is_installed():
+        send()
+        return
+    IssuedToken, TokenEvent = get_models()
+    db = router.db_for_write(TokenEvent)
+    # The user comes from the token row in the same INSERT.
+    TokenEvent._default_manager.using(db).create(
+        kind=TokenEvent.Kind.REJECTED,
+        reason=exc.reason,
+        token_id=exc.token_id,
+        user_id=Subquery(
+            IssuedToken._default_manager.filter(pk=exc.token_id).values("user_id")[:1]
+        ),
+        scope=scope,
+        **client_info(request),
+    )
+    transaction.on_commit(send, using=db)
+
+
+async def areject(
+    exc: InvalidToken, *, request: HttpRequest | None, scope: str, sender: type
+) -> None:
+    """See :func:`reject`; only a rejection with an audit event needs a thread."""
+    if exc.token_id is not None and conf.AUDIT:
+        await sync_to_async(reject)(exc, request=request, scope=scope, sender=sender)
+    else:
+        reject(exc, request=request, scope=scope, sender=sender)
+
+
+def accept(
+    user: AbstractBaseUser, *, request: HttpRequest | None, scope: str, sender: type
+) -> None:
+    """Record an accepted stateless token: a DEBUG log line and :data:`~sesame_db.signals.token_used`."""
+    logger.debug("Valid token for user pk = %r in scope %r", user.pk, scope)
+    token_used.send(sender=sender, request=request, user=user, token=None, scope=scope)
+
+
+# Revoking.
+
+
+def revoke_queryset(
+    queryset: Any,
+    *,
+    by: AbstractBaseUser | None = None,
+    reason: str = "",
+    request: HttpRequest | None = None,
+) -> int:
+    """
+    Revoke the tokens of ``queryset`` that aren't revoked yet, in batches.
+
+    Each batch is one ``UPDATE`` and, when :data:`SESAME_AUDIT` is on, one
+    ``INSERT`` of ``revoked`` events. Return how many tokens were revoked.
+
+    """
+    IssuedToken, TokenEvent = get_models()
+    db = router.db_for_write(IssuedToken)
+    reason = reason[:255]
+    info = client_info(request)
+    total = 0
+    pending = queryset.using(db).filter(revoked_at__isnull=True).order_by("pk")
+    last_pk = None
+    while True:
+        batch = pending if last_pk is None else pending.filter(pk__gt=last_pk)
+        with transaction.atomic(using=db):
+            rows = list(
+                batch.select_for_update().values_list("pk", "user_id")[:BATCH_SIZE]
+            )
+            if not rows:
+                break
+            ids = [pk for pk, _ in rows]
+            now = timezone.now()
+            revoked = (
+                IssuedToken._default_manager.using(db)
+                .filter(pk__in=ids, revoked_at__isnull=True)
+                .update(
+                    revoked_at=now,
+                    revoked_by_id=_pk(by),
+                    revoke_reason=reason,
+                    modified=now,
+                )
+            )
+            if conf.AUDIT:
+                TokenEvent._default_manager.using(db).bulk_create(
+                    [
+                        TokenEvent(
+                            created_at=now,
+                            kind=TokenEvent.Kind.REVOKED,
+                            token_id=pk,
+                            user_id=user_id,
+                            actor_id=_pk(by),
+                            detail=reason,
+                            **info,
+                        )
+                        for pk, user_id in rows
+                    ]
+                )
+            transaction.on_commit(
+                functools.partial(
+                    token_revoked.send,
+                    sender=IssuedToken,
+                    token_ids=ids,
+                    revoked_by=by,
+                    reason=reason,
+                ),
+                using=db,
+            )
+        total += revoked
+        last_pk = ids[-1]
+        if len(rows) < BATCH_SIZE:
+            break
+    if total:
+        logger.info("Revoked %d stored tokens", total)
+    return total

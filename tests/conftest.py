@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgresql: the test needs PostgreSQL (deselected on other databases)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if settings.POSTGRES_UNAVAILABLE:
+        skip = pytest.mark.skip(reason=f"SESAME_TEST_DB=postgresql but {settings.POSTGRES_UNAVAILABLE}")
+        for item in items:
+            item.add_marker(skip)
+        return
+    if connection.vendor != "postgresql":
+        # Tests of PostgreSQL behaviour run in the PostgreSQL run of the suite.
+        selected = [item for item in items if item.get_closest_marker("postgresql") is None]
+        deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = selected
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    # In CI, nothing may skip silently: a skip means a missing dependency.
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
