@@ -8,19 +8,28 @@ from django.db import connection
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "postgresql: the test needs PostgreSQL (deselected on other databases)")
+    config.addinivalue_line(
+        "markers",
+        "postgresql: the test needs PostgreSQL (deselected on other databases)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     if settings.POSTGRES_UNAVAILABLE:
-        skip = pytest.mark.skip(reason=f"SESAME_TEST_DB=postgresql but {settings.POSTGRES_UNAVAILABLE}")
+        skip = pytest.mark.skip(
+            reason=f"SESAME_TEST_DB=postgresql but {settings.POSTGRES_UNAVAILABLE}"
+        )
         for item in items:
             item.add_marker(skip)
         return
     if connection.vendor != "postgresql":
         # Tests of PostgreSQL behaviour run in the PostgreSQL run of the suite.
-        selected = [item for item in items if item.get_closest_marker("postgresql") is None]
-        deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+        selected = [
+            item for item in items if item.get_closest_marker("postgresql") is None
+        ]
+        deselected = [
+            item for item in items if item.get_closest_marker("postgresql") is not None
+        ]
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = selected

@@ -28,13 +28,18 @@ class Unavailable(Exception):
 
 
 def find_bindir() -> str:
-    for candidate in [os.environ.get("SESAME_TEST_PGBIN", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]:
+    for candidate in [
+        os.environ.get("SESAME_TEST_PGBIN", ""),
+        *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True),
+    ]:
         if candidate and os.path.exists(os.path.join(candidate, "pg_ctl")):
             return candidate
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl:
         return os.path.dirname(os.path.realpath(pg_ctl))
-    raise Unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package")
+    raise Unavailable(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package"
+    )
 
 
 def _run(args: list[str], user: str | None) -> None:
@@ -42,7 +47,9 @@ def _run(args: list[str], user: str | None) -> None:
         args = ["runuser", "-u", user, "--", *args]
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise Unavailable(f"{' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
+        raise Unavailable(
+            f"{' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
 
 
 def start_cluster() -> str:
@@ -53,19 +60,56 @@ def start_cluster() -> str:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            raise Unavailable("running as root but there's no postgres user to run the server") from None
+            raise Unavailable(
+                "running as root but there's no postgres user to run the server"
+            ) from None
         user = "postgres"
     base = tempfile.mkdtemp(prefix="sesame_db_pg_")
     if user is not None:
         shutil.chown(base, user=user)
     data = os.path.join(base, "data")
-    _run([os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], user)
+    _run(
+        [
+            os.path.join(bindir, "initdb"),
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        user,
+    )
     options = f"-k {base} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-    _run([os.path.join(bindir, "pg_ctl"), "-D", data, "-o", options, "-l", os.path.join(base, "log"), "-w", "start"], user)
+    _run(
+        [
+            os.path.join(bindir, "pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            options,
+            "-l",
+            os.path.join(base, "log"),
+            "-w",
+            "start",
+        ],
+        user,
+    )
 
     def stop() -> None:
         subprocess.run(
-            (["runuser", "-u", user, "--"] if user else []) + [os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop"],
+            (["runuser", "-u", user, "--"] if user else [])
+            + [
+                os.path.join(bindir, "pg_ctl"),
+                "-D",
+                data,
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
             capture_output=True,
             check=False,
         )
@@ -80,7 +124,9 @@ def database_settings() -> dict[str, object]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise Unavailable("psycopg isn't installed: pip install 'psycopg[binary]'") from None
+        raise Unavailable(
+            "psycopg isn't installed: pip install 'psycopg[binary]'"
+        ) from None
     host = os.environ.get("SESAME_TEST_PGHOST")
     if host:
         return {
@@ -97,4 +143,9 @@ def database_settings() -> dict[str, object]:
     if not socket_dir:
         socket_dir = start_cluster()
         os.environ["SESAME_TEST_PGSOCKET"] = socket_dir
-    return {"ENGINE": "django.db.backends.postgresql", "HOST": socket_dir, "USER": "postgres", "NAME": "postgres"}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": socket_dir,
+        "USER": "postgres",
+        "NAME": "postgres",
+    }

@@ -34,7 +34,9 @@ AUTHENTICATION_BACKENDS = [
 # run skips every test with the reason, except in CI, where it fails.
 TEST_DB = os.environ.get("SESAME_TEST_DB", "sqlite")
 POSTGRES_UNAVAILABLE = ""
-DATABASES: dict[str, dict[str, object]] = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DATABASES: dict[str, dict[str, object]] = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+}
 if TEST_DB == "postgresql":
     from tests.postgres import Unavailable, database_settings
 
@@ -45,9 +47,14 @@ if TEST_DB == "postgresql":
             raise
         POSTGRES_UNAVAILABLE = str(exc)
 elif TEST_DB != "sqlite":
-    raise ValueError(f"SESAME_TEST_DB must be 'sqlite' or 'postgresql', not {TEST_DB!r}")
+    raise ValueError(
+        f"SESAME_TEST_DB must be 'sqlite' or 'postgresql', not {TEST_DB!r}"
+    )
 # A second database, for the tests of database routing.
-DATABASES["other"] = {**DATABASES["default"], **({"NAME": "other"} if TEST_DB == "postgresql" else {})}
+DATABASES["other"] = {
+    **DATABASES["default"],
+    **({"NAME": "other"} if TEST_DB == "postgresql" else {}),
+}
 
 TEMPLATES = [
     {
