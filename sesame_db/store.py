@@ -21,7 +21,7 @@ from django.apps import apps
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router, transaction
-from django.db.models import F, Q, Subquery
+from django.db.models import Field, ForeignKey, Model, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -243,6 +243,81 @@ def _classify(record: IssuedToken, now: datetime.datetime) -> Reason | None:
     return None
 
 
+class _Select:
+    """A prebuilt ``SELECT`` of a token joined to its user, with the converters of each column."""
+
+    def __init__(self, db: str) -> None:
+        IssuedToken, _ = get_models()
+        user_field = IssuedToken._meta.get_field("user")
+        assert isinstance(user_field, ForeignKey)
+        User: type[Model] = user_field.related_model
+        connection = connections[db]
+
+        def column(alias: str, field: Field[Any, Any]) -> str:
+            return f"{alias}.{connection.ops.quote_name(str(field.column))}"
+
+        def table(model: type[Model]) -> str:
+            return str(connection.ops.quote_name(model._meta.db_table))
+
+        self.token_fields: list[Field[Any, Any]] = list(
+            IssuedToken._meta.concrete_fields
+        )
+        self.user_fields: list[Field[Any, Any]] = list(User._meta.concrete_fields)
+        columns = [column("t", f) for f in self.token_fields] + [
+            column("u", f) for f in self.user_fields
+        ]
+        self.sql = (
+            f"SELECT {', '.join(columns)} FROM {table(IssuedToken)} t "
+            f"INNER JOIN {table(User)} u ON {column('u', user_field.target_field)} = {column('t', user_field)} "
+            f"WHERE {column('t', IssuedToken._meta.pk)} = %s"
+        )
+        # What the ORM would apply to each value: backend and field converters.
+        self.converters: list[tuple[int, list[Callable[..., Any]], Any]] = []
+        for index, field in enumerate(self.token_fields + self.user_fields):
+            col = field.get_col("t")
+            functions = [
+                *connection.ops.get_db_converters(col),
+                *col.get_db_converters(connection),
+            ]
+            if functions:
+                self.converters.append((index, functions, col))
+        self.token_attnames = [f.attname for f in self.token_fields]
+        self.user_attnames = [f.attname for f in self.user_fields]
+        self.token_model = IssuedToken
+        self.user_model = User
+
+
+@functools.cache
+def _select(db: str) -> _Select:
+    return _Select(db)
+
+
+def _fetch(db: str, pk: int) -> IssuedToken | None:
+    """
+    Load token ``pk`` and its user in one query, or return :obj:`None`.
+
+    This equals ``select_related("user").get(pk=pk)``, without compiling the
+    query on every use: it's the hot path of every use.
+
+    """
+    select = _select(db)
+    connection = connections[db]
+    with connection.cursor() as cursor:
+        cursor.execute(select.sql, [pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, functions, column in select.converters:
+        for function in functions:
+            values[index] = function(values[index], column, connection)
+    split = len(select.token_attnames)
+    record = select.token_model.from_db(db, select.token_attnames, values[:split])
+    user = select.user_model.from_db(db, select.user_attnames, values[split:])
+    record.user = user  # type: ignore[assignment]
+    return record
+
+
 def _consume(
     record: IssuedToken,
     now: datetime.datetime,
@@ -258,78 +333,67 @@ def _consume(
     count decides. On PostgreSQL, the update and the audit insert are one
     statement; elsewhere, two in one transaction.
 
+    This is the hot path of every use, so its SQL is built once per database
+    from the models' metadata rather than compiled by the ORM each time.
+
     """
-    IssuedToken, TokenEvent = get_models()
-    audit = conf.AUDIT
     connection = connections[db]
-    if connection.vendor == "postgresql":
-        sql, params = _consume_sql(connection, record.pk, now, scope, request, audit)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return bool(cursor.rowcount == 1)
-    condition = (
-        Q(revoked_at__isnull=True)
-        & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        & (Q(max_uses__isnull=True) | Q(use_count__lt=F("max_uses")))
-    )
-    with transaction.atomic(using=db, savepoint=False):
-        updated = (
-            IssuedToken._default_manager.using(db)
-            .filter(condition, pk=record.pk)
-            .update(use_count=F("use_count") + 1, last_used_at=now, modified=now)
-        )
-        if updated and audit:
-            TokenEvent._default_manager.using(db).create(
-                created_at=now,
-                kind=TokenEvent.Kind.USED,
-                token_id=record.pk,
-                user_id=record.user_id,
-                scope=scope,
-                **client_info(request),
-            )
-    return bool(updated)
-
-
-def _consume_sql(
-    connection: Any,
-    pk: int,
-    now: datetime.datetime,
-    scope: str,
-    request: HttpRequest | None,
-    audit: bool,
-) -> tuple[str, list[Any]]:
-    IssuedToken, TokenEvent = get_models()
-    qn = connection.ops.quote_name
-    token_table = qn(IssuedToken._meta.db_table)
-    t = {f.name: qn(f.column) for f in IssuedToken._meta.concrete_fields}
+    audit = conf.AUDIT
+    statements = _consume_statements(db, audit)
     moment = connection.ops.adapt_datetimefield_value(now)
+    params: list[Any] = [moment, moment, record.pk, moment]
+    if audit:
+        info = client_info(request)
+        ip = info.get("ip")
+        event = [
+            moment,
+            scope,
+            None if ip is None else connection.ops.adapt_ipaddressfield_value(ip),
+            info.get("user_agent", ""),
+            info.get("method", ""),
+            info.get("path", ""),
+        ]
+    if len(statements) == 1:
+        with connection.cursor() as cursor:
+            cursor.execute(statements[0], params + event if audit else params)
+            return bool(cursor.rowcount == 1)
+    update, insert = statements
+    with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
+        cursor.execute(update, params)
+        if cursor.rowcount != 1:
+            return False
+        cursor.execute(insert, [event[0], record.pk, record.user_id, *event[1:]])
+    return True
+
+
+@functools.cache
+def _consume_statements(db: str, audit: bool) -> tuple[str, ...]:
+    """Build the SQL of :func:`_consume` for database ``db``."""
+    IssuedToken, TokenEvent = get_models()
+    connection = connections[db]
+    qn = connection.ops.quote_name
+    t = {f.name: qn(f.column) for f in IssuedToken._meta.concrete_fields if f.column}
+    e = {f.name: qn(f.column) for f in TokenEvent._meta.concrete_fields if f.column}
     update = (
-        f"UPDATE {token_table} SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
+        f"UPDATE {qn(IssuedToken._meta.db_table)} "
+        f"SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
         f"WHERE {t['id']} = %s AND {t['revoked_at']} IS NULL AND ({t['expires_at']} IS NULL OR {t['expires_at']} > %s) "
         f"AND ({t['max_uses']} IS NULL OR {t['use_count']} < {t['max_uses']})"
     )
-    params: list[Any] = [moment, moment, pk, moment]
     if not audit:
-        return update, params
-    e = {f.name: qn(f.column) for f in TokenEvent._meta.concrete_fields}
-    info = client_info(request)
-    ip = info.get("ip")
-    sql = (
-        f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
-        f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, {e['user']}, "
-        f"{e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
-        "SELECT %s, %s, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used"
+        return (update,)
+    insert = (
+        f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
+        f"{e['user']}, {e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
     )
-    params += [
-        moment,
-        TokenEvent.Kind.USED.value,
-        scope,
-        None if ip is None else connection.ops.adapt_ipaddressfield_value(ip),
-        info.get("user_agent", ""),
-        info.get("method", ""),
-        info.get("path", ""),
-    ]
-    return sql, params
+    used = f"'{TokenEvent.Kind.USED.value}'"
+    if connection.vendor == "postgresql":
+        # One statement, atomic by itself: one round trip.
+        return (
+            f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
+            f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used",
+        )
+    return (update, f"{insert}VALUES (%s, {used}, '', %s, %s, %s, '', %s, %s, %s, %s)")
 
 
 def redeem(
@@ -359,14 +423,9 @@ def redeem(
     db = router.db_for_write(IssuedToken)
     now = timezone.now()
     # 1. The record, joined to its user.
-    try:
-        record = (
-            IssuedToken._default_manager.using(db).select_related("user").get(pk=pk)
-        )
-    except IssuedToken.DoesNotExist:
-        raise InvalidToken(
-            Reason.UNKNOWN, "Unknown stored token %d", pk, token_id=pk
-        ) from None
+    record = _fetch(db, pk)
+    if record is None:
+        raise InvalidToken(Reason.UNKNOWN, "Unknown stored token %d", pk, token_id=pk)
     reason = _classify(record, now)
     if (
         reason is None
