@@ -126,10 +126,9 @@ class SesameBackendMixin:
         return self.get_user(user_key)  # type: ignore[attr-defined,no-any-return]
 
     async def aget_token_user(self, user_key: Any) -> AbstractBaseUser | None:
-        """See :meth:`get_token_user`."""
-        aget_user = getattr(self, "aget_user", None)
-        if aget_user is not None:
-            return await aget_user(user_key)  # type: ignore[no-any-return]
+        """See :meth:`get_token_user`; the default runs it in a thread."""
+        # Not self.aget_user(): every BaseBackend has one, which would bypass
+        # an overridden get_token_user().
         return await sync_to_async(self.get_token_user)(user_key)
 
     @staticmethod

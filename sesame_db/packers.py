@@ -77,7 +77,10 @@ class StructPacker(BasePacker):
         cls.size = struct.calcsize(cls.fmt)
 
     def pack_pk(self, user_pk: Any) -> bytes:
-        return struct.pack(self.fmt, user_pk)
+        try:
+            return struct.pack(self.fmt, user_pk)
+        except struct.error as exc:
+            raise ValueError(f"primary key is out of range: {exc}") from None
 
     def unpack_pk(self, data: bytes) -> tuple[Any, bytes]:
         (user_pk,) = struct.unpack(self.fmt, data[: self.size])
