@@ -59,3 +59,9 @@ class NoEmailUser(AbstractBaseUser):
     EMAIL_FIELD = "missing"
 
     objects = UserManager()
+
+
+class ChildUser(UUIDUser):
+    """A user model with multi-table inheritance: its primary key is a OneToOneField."""
+
+    nickname = models.CharField(max_length=50, blank=True)

@@ -233,6 +233,12 @@ class TestStrPacker(SimpleTestCase):
             with self.subTest(data=data), self.assertRaises(ValueError):
                 StrPacker().unpack_pk(data)
 
+    def test_nul_is_rejected_when_packing(self):
+        # A key that unpack_pk() would reject can't be packed either.
+        for value in ["\x00", "a\x00b"]:
+            with self.subTest(value=value), self.assertRaises(ValueError):
+                StrPacker().pack_pk(value)
+
 
 class TestMalformedData(SimpleTestCase):
     """unpack_pk() raises only the exceptions that mark a token as malformed."""
@@ -269,6 +275,12 @@ class TestGetPacker(IsolateDjangoSesameMixin, SimpleTestCase):
 
     @override_settings(AUTH_USER_MODEL="tests.UUIDUser")
     def test_uuid_user(self):
+        self.assertIs(type(get_packer()), UUIDPacker)
+
+    @override_settings(AUTH_USER_MODEL="tests.ChildUser")
+    def test_multi_table_inheritance_user(self):
+        # The primary key is a OneToOneField to UUIDUser.
+        self.assertEqual(get_user_model()._meta.pk.get_internal_type(), "OneToOneField")
         self.assertIs(type(get_packer()), UUIDPacker)
 
     @override_settings(AUTH_USER_MODEL="tests.StrUser")
