@@ -6,6 +6,7 @@ Authentication backends that accept sesame_db tokens.
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 from typing import Any
 
@@ -26,12 +27,13 @@ logger = logging.getLogger("sesame_db")
 
 
 def _log_valid(user: AbstractBaseUser, scope: str) -> None:
-    logger.debug(
-        "Valid token for user %s = %r in scope %r",
-        conf.PRIMARY_KEY_FIELD,
-        getattr(user, conf.PRIMARY_KEY_FIELD),
-        scope,
-    )
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "Valid token for user %s = %r in scope %r",
+            conf.PRIMARY_KEY_FIELD,
+            getattr(user, conf.PRIMARY_KEY_FIELD),
+            scope,
+        )
 
 
 def _log_invalid(exc: InvalidToken) -> None:
@@ -151,6 +153,13 @@ class SesameBackendMixin:
             return False
         user.last_login = now
         return True
+
+
+# django.contrib.auth.authenticate() inspects the signature of every backend
+# on every call, to find those that accept the credentials: computing it once
+# saves about a tenth of the time of a token check.
+_authenticate: Any = SesameBackendMixin.authenticate
+_authenticate.__signature__ = inspect.signature(_authenticate)
 
 
 # authenticate() takes a token, not Django's username and password.
