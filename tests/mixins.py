@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 
+if TYPE_CHECKING:
+    from django.test import SimpleTestCase as _TestCase
+else:
+    _TestCase = object
 
-class CreateUserMixin:
+
+class CreateUserMixin(_TestCase):
     """Create ``self.user``, an active user of the current user model, with a password and an email."""
 
     username = "john"
@@ -23,7 +29,7 @@ class CreateUserMixin:
         return User.objects.create_user(username or self.username, **kwargs)
 
 
-class CaptureLogMixin:
+class CaptureLogMixin(_TestCase):
     """Capture the ``sesame_db`` logger; ``assertLogsContain`` checks one message."""
 
     @contextlib.contextmanager
