@@ -60,6 +60,13 @@ def check_settings(
                 id="sesame_db.E005",
             )
         )
+    if not conf.TOKENS:
+        errors.append(
+            Error(
+                "SESAME_TOKENS must list at least one token format.",
+                id="sesame_db.E004",
+            )
+        )
     for path in conf.TOKENS:
         try:
             module = importlib.import_module(path)

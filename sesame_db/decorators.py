@@ -25,6 +25,19 @@ __all__ = ["authenticate"]
 ViewFunc = TypeVar("ViewFunc", bound=Callable[..., Any])
 
 
+def _set_request_user(
+    request: HttpRequest, user: AbstractBaseUser | AnonymousUser
+) -> None:
+    request.user = user  # type: ignore[assignment]
+
+    # request.auser() must return the same user, for async code and
+    # decorators such as login_required applied under this one.
+    async def auser() -> AbstractBaseUser | AnonymousUser:
+        return user
+
+    request.auser = auser  # type: ignore[assignment]
+
+
 @overload
 def authenticate(
     view: ViewFunc,
@@ -125,7 +138,7 @@ def authenticate(
             )
 
     def set_user(request: HttpRequest, user: AbstractBaseUser | None) -> None:
-        request.user = user if user is not None else AnonymousUser()  # type: ignore[assignment]
+        _set_request_user(request, user if user is not None else AnonymousUser())
         if required and user is None:
             raise PermissionDenied
 
@@ -136,12 +149,12 @@ def authenticate(
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            if (
-                not override
-                and hasattr(request, "auser")
-                and (await request.auser()).is_authenticated
-            ):
-                return await view(request, *args, **kwargs)
+            if not override and hasattr(request, "auser"):
+                current = await request.auser()
+                if current.is_authenticated:
+                    # The lazy request.user cannot be evaluated in async code.
+                    _set_request_user(request, current)
+                    return await view(request, *args, **kwargs)
             check_permanent(request)
             if (response := needs_confirmation(request, confirm)) is not None:
                 return response

@@ -18,6 +18,7 @@ from django.http import (
     HttpResponseBase,
     HttpResponseRedirect,
 )
+from django.utils.encoding import escape_uri_path
 
 from .conf import conf
 from .utils import aget_user, get_user
@@ -132,7 +133,8 @@ class AuthenticationMiddleware:
         """Return a redirect to the URL of ``request`` without the token."""
         params = request.GET.copy()
         params.pop(conf.TOKEN_NAME, None)
-        url = request.path
+        # request.path is decoded: escape it, or %3F would become a query string.
+        url = escape_uri_path(request.path)
         if params:
             url += "?" + params.urlencode()
         return HttpResponseRedirect(url)

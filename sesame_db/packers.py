@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Field
+from django.db.models import Field, ForeignKey
 from django.utils.module_loading import import_string
 
 from .conf import conf
@@ -77,7 +77,10 @@ class StructPacker(BasePacker):
         cls.size = struct.calcsize(cls.fmt)
 
     def pack_pk(self, user_pk: Any) -> bytes:
-        return struct.pack(self.fmt, user_pk)
+        try:
+            return struct.pack(self.fmt, user_pk)
+        except struct.error as exc:
+            raise ValueError(f"primary key is out of range: {exc}") from None
 
     def unpack_pk(self, data: bytes) -> tuple[Any, bytes]:
         (user_pk,) = struct.unpack(self.fmt, data[: self.size])
@@ -157,6 +160,8 @@ class StrPacker(BytesPacker):
 
     def pack_pk(self, user_pk: Any) -> bytes:
         encoded = str(user_pk).encode()
+        if b"\x00" in encoded:
+            raise ValueError("primary key contains a NUL character")
         if len(encoded) > 255:
             raise ValueError(f"primary key is too large ({len(encoded)} UTF-8 bytes)")
         return bytes([len(encoded)]) + encoded
@@ -206,14 +211,19 @@ def get_packer() -> BasePacker:
         return packer_class()  # type: ignore[no-any-return]
     User = get_user_model()
     if conf.PRIMARY_KEY_FIELD == "pk":
-        pk_type = User._meta.pk.get_internal_type()
+        field: Field[Any, Any] = User._meta.pk
     else:
-        field = User._meta.get_field(conf.PRIMARY_KEY_FIELD)
-        if not isinstance(field, Field) or not field.unique:
+        found = User._meta.get_field(conf.PRIMARY_KEY_FIELD)
+        if not isinstance(found, Field) or not found.unique:
             raise ImproperlyConfigured(
                 f"{User._meta.label}.{conf.PRIMARY_KEY_FIELD} isn't unique: set SESAME_PRIMARY_KEY_FIELD to a unique field"
             )
-        pk_type = field.get_internal_type()
+        field = found
+    # With multi-table inheritance, the primary key is a OneToOneField to
+    # the parent: pack the value it holds.
+    while isinstance(field, ForeignKey):
+        field = field.target_field
+    pk_type = field.get_internal_type()
     try:
         return PACKERS[pk_type]()
     except KeyError:

@@ -518,7 +518,11 @@ def accept(
     user: AbstractBaseUser, *, request: HttpRequest | None, scope: str, sender: type
 ) -> None:
     """Record an accepted stateless token: a DEBUG log line and :data:`~sesame_db.signals.token_used`."""
-    logger.debug("Valid token for user pk = %r in scope %r", user.pk, scope)
+    if logger.isEnabledFor(logging.DEBUG):
+        key = conf.PRIMARY_KEY_FIELD
+        logger.debug(
+            "Valid token for user %s = %r in scope %r", key, getattr(user, key), scope
+        )
     token_used.send(sender=sender, request=request, user=user, token=None, scope=scope)
 
 

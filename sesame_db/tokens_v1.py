@@ -56,7 +56,7 @@ def get_revocation_key(user: AbstractBaseUser) -> bytes:
     if conf.INVALIDATE_ON_PASSWORD_CHANGE:
         data += user.password or ""
     if conf.INVALIDATE_ON_EMAIL_CHANGE:
-        data += getattr(user, user.get_email_field_name())
+        data += getattr(user, user.get_email_field_name()) or ""
     if conf.ONE_TIME:
         # str(None) is "None": that's what django-sesame 1.x signed.
         data += str(user.last_login)

@@ -79,7 +79,7 @@ def get_revocation_key(user: AbstractBaseUser) -> bytes:
         hash_size = HASH_SIZES.get(password.partition("$")[0])
         data += password if hash_size is None else password[-hash_size:]
     if conf.INVALIDATE_ON_EMAIL_CHANGE:
-        data += getattr(user, user.get_email_field_name())
+        data += getattr(user, user.get_email_field_name()) or ""
     if conf.ONE_TIME and user.last_login is not None:
         data += user.last_login.isoformat()
     return data.encode()

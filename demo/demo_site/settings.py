@@ -7,7 +7,9 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DEMO_SECRET_KEY", "demo-only-secret-key-do-not-use-in-production")
+SECRET_KEY = os.environ.get(
+    "DEMO_SECRET_KEY", "demo-only-secret-key-do-not-use-in-production"
+)
 DEBUG = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 

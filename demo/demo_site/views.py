@@ -14,7 +14,10 @@ from sesame_db.utils import get_query_string
 # The demo's "reports" are fixed; a real project would use a model.
 REPORTS = {
     1: ("Q3 sales", "Revenue grew 12% over Q2, driven by the northern region."),
-    2: ("Incident review", "The outage on 3 March lasted 41 minutes; root cause: expired certificate."),
+    2: (
+        "Incident review",
+        "The outage on 3 March lasted 41 minutes; root cause: expired certificate.",
+    ),
 }
 
 
@@ -27,10 +30,16 @@ def request_link(request: HttpRequest) -> HttpResponse:
     sent_to = None
     if request.method == "POST":
         email = request.POST.get("email", "").strip()
-        user = get_user_model()._default_manager.filter(email__iexact=email, is_active=True).first()
+        user = (
+            get_user_model()
+            ._default_manager.filter(email__iexact=email, is_active=True)
+            .first()
+        )
         if user is not None:
             link = request.build_absolute_uri(reverse("login") + get_query_string(user))
-            send_mail("Your login link", f"Log in to the demo: {link}\n", None, [user.email])
+            send_mail(
+                "Your login link", f"Log in to the demo: {link}\n", None, [user.email]
+            )
         # Same answer whether the address is known or not.
         sent_to = email
     return render(request, "demo/request_link.html", {"sent_to": sent_to})
@@ -53,12 +62,19 @@ def _get_report(pk: int) -> tuple[str, str]:
 def report(request: HttpRequest, pk: int) -> HttpResponse:
     """A report reachable only with a link scoped to it."""
     title, body = _get_report(pk)
-    return render(request, "demo/report.html", {"title": title, "body": body, "viewer": request.user})
+    return render(
+        request,
+        "demo/report.html",
+        {"title": title, "body": body, "viewer": request.user},
+    )
 
 
 @login_required
 def share_report(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a link that opens this report, and nothing else, as the current user."""
     title, _ = _get_report(pk)
-    link = request.build_absolute_uri(reverse("report", args=[pk]) + get_query_string(request.user, scope=f"report:{pk}"))
+    link = request.build_absolute_uri(
+        reverse("report", args=[pk])
+        + get_query_string(request.user, scope=f"report:{pk}")
+    )
     return render(request, "demo/share.html", {"title": title, "link": link})

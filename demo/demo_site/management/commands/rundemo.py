@@ -21,13 +21,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
-        parser.add_argument("--no-serve", action="store_true", help="Set up and print links, but don't run the server.")
+        parser.add_argument(
+            "--no-serve",
+            action="store_true",
+            help="Set up and print links, but don't run the server.",
+        )
 
     def handle(self, *args: Any, addrport: str, no_serve: bool, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         User = get_user_model()
         for username, email, password, is_staff in USERS:
-            user, created = User._default_manager.get_or_create(username=username, defaults={"email": email})
+            user, created = User._default_manager.get_or_create(
+                username=username, defaults={"email": email}
+            )
             if created:
                 user.set_password(password)
                 user.is_staff = user.is_superuser = is_staff
@@ -35,9 +41,17 @@ class Command(BaseCommand):
         demo = User._default_manager.get(username="demo")
         base = f"http://{addrport}"
         self.stdout.write("sesame_db demo\n")
-        self.stdout.write("Users: demo / demo (regular), staff / staff (admin at /admin/)\n")
-        self.stdout.write(f"Log in as demo with this magic link:\n  {base}{reverse('login')}{get_query_string(demo)}\n")
-        self.stdout.write(f"Open report 1 only:\n  {base}{reverse('report', args=[1])}{get_query_string(demo, scope='report:1')}\n")
-        self.stdout.write(f"Or request a link by email at {base}{reverse('request-link')} (emails print here).\n")
+        self.stdout.write(
+            "Users: demo / demo (regular), staff / staff (admin at /admin/)\n"
+        )
+        self.stdout.write(
+            f"Log in as demo with this magic link:\n  {base}{reverse('login')}{get_query_string(demo)}\n"
+        )
+        self.stdout.write(
+            f"Open report 1 only:\n  {base}{reverse('report', args=[1])}{get_query_string(demo, scope='report:1')}\n"
+        )
+        self.stdout.write(
+            f"Or request a link by email at {base}{reverse('request-link')} (emails print here).\n"
+        )
         if not no_serve:
             call_command("runserver", addrport, use_reloader=False)

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from django.contrib.auth import get_user_model
+
+if TYPE_CHECKING:
+    from django.test import SimpleTestCase as _TestCase
+else:
+    _TestCase = object
+
+
+class CreateUserMixin(_TestCase):
+    """Create ``self.user``, an active user of the current user model, with a password and an email."""
+
+    username = "john"
+
+    def setUp(self):
+        super().setUp()
+        self.user = self.create_user()
+
+    def create_user(self, username=None, **kwargs):
+        User = get_user_model()
+        kwargs.setdefault("email", "john@example.com")
+        kwargs.setdefault("password", "letmein")
+        if User._meta.pk.get_internal_type() == "CharField":
+            kwargs.setdefault("id", f"user-{username or self.username}")
+        return User.objects.create_user(username or self.username, **kwargs)
+
+
+class CaptureLogMixin(_TestCase):
+    """Capture the ``sesame_db`` logger; ``assertLogsContain`` checks one message."""
+
+    @contextlib.contextmanager
+    def captureLogs(self, level="DEBUG"):
+        with self.assertLogs("sesame_db", level) as logs:
+            yield logs
+        self.logs = logs
+
+    def assertLogsContain(self, message):
+        output = "\n".join(self.logs.output)
+        self.assertIn(message, output)
+
+
+@contextlib.contextmanager
+def capture_login_failed():
+    """Collect the credentials that ``user_login_failed`` receivers get, one dict per signal."""
+    from django.contrib.auth.signals import user_login_failed
+
+    captured: list[dict[str, object]] = []
+
+    def receiver(sender, credentials, **kwargs):
+        captured.append(credentials)
+
+    user_login_failed.connect(receiver, weak=False)
+    try:
+        yield captured
+    finally:
+        user_login_failed.disconnect(receiver)
+
+
+def tamper(token):
+    """Change a character in the signature of ``token``; it stays well-formed."""
+    # The middle of a v2 token is in the signature: every bit of that
+    # character is data, unlike the last one, which may hold padding bits.
+    i = len(token) // 2
+    return token[:i] + ("B" if token[i] == "A" else "A") + token[i + 1 :]
+
+
+class AsyncNumQueriesMixin:
+    """Provide ``assertNumQueriesAsync``, the twin of ``assertNumQueries`` for ``async def`` tests."""
+
+    @contextlib.asynccontextmanager
+    async def assertNumQueriesAsync(self, num, using="default"):
+        from asgiref.sync import sync_to_async
+        from django.db import connections
+        from django.test.utils import CaptureQueriesContext
+
+        # An async test runs in an event loop thread, but the ORM runs its
+        # queries in the test's thread, through sync_to_async(): count them
+        # on that thread's connection, where assertNumQueries() cannot reach.
+        def enter():
+            context = CaptureQueriesContext(connections[using])
+            context.__enter__()
+            return context
+
+        def leave():
+            context.__exit__(None, None, None)
+            return [query["sql"] for query in context.captured_queries]
+
+        context = await sync_to_async(enter)()
+        try:
+            yield context
+        finally:
+            queries = await sync_to_async(leave)()
+        if len(queries) != num:
+            captured = "\n".join(queries)
+            raise AssertionError(
+                f"{len(queries)} queries executed, {num} expected\n"
+                f"Captured queries were:\n{captured}"
+            )
+
+
+def isolate_from_django_sesame(test_case):
+    """
+    Disconnect django-sesame's ``setting_changed`` receiver until ``test_case`` ends.
+
+    Once a test module imports ``sesame`` (the interoperability tests do), its
+    receiver reloads django-sesame's settings on every ``SESAME_*`` change and
+    raises on values that it rejects, such as a non-unique
+    ``SESAME_PRIMARY_KEY_FIELD``: ``override_settings()`` then fails in tests
+    that check how sesame_db handles those values. Call this in ``setUp()``.
+
+    """
+    import sys
+
+    from django.core.signals import setting_changed
+
+    sesame_settings = sys.modules.get("sesame.settings")
+    if sesame_settings is not None and setting_changed.disconnect(
+        sesame_settings.reload
+    ):
+        test_case.addCleanup(setting_changed.connect, sesame_settings.reload)
+
+
+class IsolateDjangoSesameMixin:
+    """Call :func:`isolate_from_django_sesame` in ``setUp()``; put it before the test case class."""
+
+    def setUp(self):
+        super().setUp()  # type: ignore[misc]
+        isolate_from_django_sesame(self)
