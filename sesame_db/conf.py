@@ -50,8 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXIES": 0,
     "CONFIRM": False,
     "CONFIRM_TEMPLATE": "sesame_db/confirm.html",
-    "TOKEN_RETENTION": datetime.timedelta(days=30),
-    "EVENT_RETENTION": datetime.timedelta(days=365),
+    # Seconds; a timedelta works too.
+    "TOKEN_RETENTION": 30 * 24 * 3600,
+    "EVENT_RETENTION": 365 * 24 * 3600,
 }
 
 # Durations accept a timedelta or a number of seconds.

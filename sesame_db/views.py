@@ -90,9 +90,16 @@ class LoginView(RedirectURLMixin, View):
         login(request, user)  # type: ignore[arg-type]
         return self.login_success()
 
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    def setup(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        super().setup(request, *args, **kwargs)
+        # POST only confirms scanner-safe links; decided per request, since
+        # SESAME_CONFIRM may change.
         if not confirm_enabled(self.confirm):
-            return self.http_method_not_allowed(request, *args, **kwargs)
+            self.http_method_names = [
+                name for name in self.http_method_names if name != "post"
+            ]
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         return self.get(request, *args, **kwargs)
 
     def login_failed(self) -> HttpResponseBase:

@@ -37,6 +37,14 @@ class TestDefaults(SimpleTestCase):
         "KEY": "",
         "SIGNATURE_SIZE": 10,
         "SALT": "sesame",
+        # The database store.
+        "STORE": False,
+        "AUDIT": True,
+        "TRUSTED_PROXIES": 0,
+        "CONFIRM": False,
+        "CONFIRM_TEMPLATE": "sesame_db/confirm.html",
+        "TOKEN_RETENTION": 30 * 86400,
+        "EVENT_RETENTION": 365 * 86400,
     }
 
     def test_defaults_are_documented(self):
@@ -76,6 +84,13 @@ class TestOverrideSettings(SimpleTestCase):
             "KEY": "other",
             "SIGNATURE_SIZE": 16,
             "SALT": "pepper",
+            "STORE": True,
+            "AUDIT": False,
+            "TRUSTED_PROXIES": 2,
+            "CONFIRM": True,
+            "CONFIRM_TEMPLATE": "confirm.html",
+            "TOKEN_RETENTION": 3600,
+            "EVENT_RETENTION": 7200,
         }
         self.assertEqual(set(values), set(DEFAULTS))
         for name, value in values.items():
@@ -93,6 +108,14 @@ class TestOverrideSettings(SimpleTestCase):
     def test_max_age_timedelta(self):
         self.assertIsInstance(conf.MAX_AGE, float)
         self.assertEqual(conf.MAX_AGE, 300.0)
+
+    @override_settings(
+        SESAME_TOKEN_RETENTION=datetime.timedelta(days=2),
+        SESAME_EVENT_RETENTION=datetime.timedelta(hours=1),
+    )
+    def test_retention_timedelta(self):
+        self.assertEqual(conf.TOKEN_RETENTION, 2 * 86400)
+        self.assertEqual(conf.EVENT_RETENTION, 3600)
 
     @override_settings(SESAME_MAX_AGE=datetime.timedelta(milliseconds=1500))
     def test_max_age_timedelta_fraction(self):

@@ -21,6 +21,10 @@ class TestReason(SimpleTestCase):
         "WRONG_SCOPE": "wrong_scope",
         "UNKNOWN_USER": "unknown_user",
         "USED_UP": "used_up",
+        "UNKNOWN": "unknown",
+        "REVOKED": "revoked",
+        "INACTIVE_USER": "inactive_user",
+        "INVALIDATED": "invalidated",
     }
 
     def test_values_are_stable(self):
