@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hmac
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -20,8 +21,10 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.db.models import Field, ForeignKey, Model, Subquery
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -126,9 +129,12 @@ def _expires_at(
 ) -> datetime.datetime | None:
     if max_age is None:
         max_age = conf.MAX_AGE
-    return (
-        None if max_age is None else now + datetime.timedelta(seconds=_seconds(max_age))
-    )
+    if max_age is None:
+        return None
+    seconds = _seconds(max_age)
+    if not seconds > 0:
+        raise ValueError("max_age must be positive")
+    return now + datetime.timedelta(seconds=seconds)
 
 
 def issue_many(
@@ -259,6 +265,13 @@ class _Select:
         def table(model: type[Model]) -> str:
             return str(connection.ops.quote_name(model._meta.db_table))
 
+        self.token_model = IssuedToken
+        self.user_model = User
+        # With multi-table inheritance, user fields span several tables:
+        # leave those models to the ORM.
+        self.sql: str | None = None
+        if User._meta.parents:
+            return
         self.token_fields: list[Field[Any, Any]] = list(
             IssuedToken._meta.concrete_fields
         )
@@ -283,13 +296,19 @@ class _Select:
                 self.converters.append((index, functions, col))
         self.token_attnames = [f.attname for f in self.token_fields]
         self.user_attnames = [f.attname for f in self.user_fields]
-        self.token_model = IssuedToken
-        self.user_model = User
 
 
 @functools.cache
 def _select(db: str) -> _Select:
     return _Select(db)
+
+
+@receiver(setting_changed, dispatch_uid="sesame_db.store.clear_sql")
+def clear_sql(*, setting: str, **kwargs: Any) -> None:
+    # The prebuilt SQL depends on the database engine and the user model.
+    if setting in ("DATABASES", "AUTH_USER_MODEL"):
+        _select.cache_clear()
+        _consume_statements.cache_clear()
 
 
 def _fetch(db: str, pk: int) -> IssuedToken | None:
@@ -301,6 +320,9 @@ def _fetch(db: str, pk: int) -> IssuedToken | None:
 
     """
     select = _select(db)
+    if select.sql is None:
+        queryset = select.token_model._default_manager.using(db).select_related("user")
+        return queryset.filter(pk=pk).first()
     connection = connections[db]
     with connection.cursor() as cursor:
         cursor.execute(select.sql, [pk])
@@ -362,7 +384,12 @@ def _consume(
         cursor.execute(update, params)
         if cursor.rowcount != 1:
             return False
-        cursor.execute(insert, [event[0], record.pk, record.user_id, *event[1:]])
+        # The driver gets what the ORM would send: a UUID key becomes a
+        # string on SQLite, for example.
+        user_id = record._meta.get_field("user").get_db_prep_value(
+            record.user_id, connection
+        )
+        cursor.execute(insert, [event[0], record.pk, user_id, *event[1:]])
     return True
 
 
@@ -437,7 +464,9 @@ def redeem(
         reason = Reason.WRONG_SCOPE
     if reason is None and not can_authenticate(record.user):
         reason = Reason.INACTIVE_USER
-    if reason is None and record.user_digest != claims.user_digest(record.user):
+    if reason is None and not hmac.compare_digest(
+        record.user_digest, claims.user_digest(record.user)
+    ):
         reason = Reason.INVALIDATED
     if reason is not None:
         raise InvalidToken(
@@ -548,13 +577,21 @@ def revoke_queryset(
     reason = reason[:255]
     info = client_info(request)
     total = 0
-    pending = queryset.using(db).filter(revoked_at__isnull=True).order_by("pk")
+    # Lock rows through a plain query of the token table: the query set may
+    # join other tables or use distinct(), where FOR UPDATE isn't allowed.
+    pending = (
+        IssuedToken._default_manager.using(db)
+        .filter(pk__in=queryset.using(db).values("pk"), revoked_at__isnull=True)
+        .order_by("pk")
+    )
     last_pk = None
     while True:
         batch = pending if last_pk is None else pending.filter(pk__gt=last_pk)
         with transaction.atomic(using=db):
             rows = list(
-                batch.select_for_update().values_list("pk", "user_id")[:BATCH_SIZE]
+                batch.select_for_update(of=("self",)).values_list("pk", "user_id")[
+                    :BATCH_SIZE
+                ]
             )
             if not rows:
                 break

@@ -17,8 +17,11 @@ def _days(value: str) -> datetime.timedelta:
         days = float(value)
     except ValueError:
         raise CommandError(f"expected a number of days, got {value!r}") from None
-    if days < 0:
-        raise CommandError(f"expected a positive number of days, got {value!r}")
+    # Beyond a century, dates overflow; NaN fails every comparison.
+    if not 0 <= days <= 36500:
+        raise CommandError(
+            f"expected a number of days between 0 and 36500, got {value!r}"
+        )
     return datetime.timedelta(days=days)
 
 
@@ -79,12 +82,25 @@ class Command(BaseCommand):
     ) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        # call_command() passes keyword arguments without converting them.
+        if token_retention is not None and not isinstance(
+            token_retention, datetime.timedelta
+        ):
+            token_retention = _days(str(token_retention))
+        if event_retention is not None and not isinstance(
+            event_retention, datetime.timedelta
+        ):
+            event_retention = _days(str(event_retention))
         now = timezone.now()
         token_cutoff = now - (
-            token_retention or datetime.timedelta(seconds=conf.TOKEN_RETENTION)
+            token_retention
+            if token_retention is not None
+            else datetime.timedelta(seconds=conf.TOKEN_RETENTION)
         )
         event_cutoff = now - (
-            event_retention or datetime.timedelta(seconds=conf.EVENT_RETENTION)
+            event_retention
+            if event_retention is not None
+            else datetime.timedelta(seconds=conf.EVENT_RETENTION)
         )
         tokens = IssuedToken._default_manager.filter(
             Q(revoked_at__lt=token_cutoff)
