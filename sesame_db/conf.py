@@ -139,6 +139,9 @@ class Settings:
     SECRET_KEYS: list[str | bytes]
     packer: BasePacker
     token_formats: list[ModuleType]
+    # Keyed BLAKE2b states of tokens v2, one per verification key: copying
+    # one is cheaper than keying a new hash for every token.
+    v2_hashers: list[hashlib.blake2b]
 
     def _load(self) -> None:
         values = {
@@ -174,6 +177,15 @@ class Settings:
                 from .packers import get_packer
 
                 self.packer = get_packer()
+            elif name == "v2_hashers":
+                self.v2_hashers = [
+                    hashlib.blake2b(
+                        digest_size=self.SIGNATURE_SIZE,
+                        key=key,
+                        person=b"sesame.tokens_v2",
+                    )
+                    for key in self.VERIFICATION_KEYS
+                ]
             elif name == "token_formats":
                 self.token_formats = [
                     importlib.import_module(path) for path in self.TOKENS

@@ -21,7 +21,6 @@ import hmac
 import re
 import struct
 import time
-from hashlib import blake2b
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -74,10 +73,11 @@ def get_revocation_key(user: AbstractBaseUser) -> bytes:
 
     """
     data = ""
-    password = user.password
-    if conf.INVALIDATE_ON_PASSWORD_CHANGE and password is not None:
-        hash_size = HASH_SIZES.get(password.partition("$")[0])
-        data += password if hash_size is None else password[-hash_size:]
+    if conf.INVALIDATE_ON_PASSWORD_CHANGE:
+        password = user.password
+        if password is not None:
+            hash_size = HASH_SIZES.get(password.partition("$")[0])
+            data = password if hash_size is None else password[-hash_size:]
     if conf.INVALIDATE_ON_EMAIL_CHANGE:
         data += getattr(user, user.get_email_field_name()) or ""
     if conf.ONE_TIME and user.last_login is not None:
@@ -85,11 +85,11 @@ def get_revocation_key(user: AbstractBaseUser) -> bytes:
     return data.encode()
 
 
-def sign(data: bytes, key: bytes) -> bytes:
-    """Compute the MAC of ``data``."""
-    return blake2b(
-        data, digest_size=conf.SIGNATURE_SIZE, key=key, person=b"sesame.tokens_v2"
-    ).digest()
+def sign(data: bytes, key_index: int = 0) -> bytes:
+    """Compute the MAC of ``data`` with the signing key, or a fallback key when ``key_index`` > 0."""
+    hasher = conf.v2_hashers[key_index].copy()
+    hasher.update(data)
+    return hasher.digest()
 
 
 def create_token(user: AbstractBaseUser, scope: str = "") -> str:
@@ -99,7 +99,7 @@ def create_token(user: AbstractBaseUser, scope: str = "") -> str:
         data += struct.pack("!i", int(time.time()) - TIMESTAMP_OFFSET)
     # The revocation key and the scope are signed but not sent: when either
     # changes, the signature no longer matches.
-    signature = sign(data + get_revocation_key(user) + scope.encode(), conf.SIGNING_KEY)
+    signature = sign(data + get_revocation_key(user) + scope.encode())
     return base64.urlsafe_b64encode(data + signature).rstrip(b"=").decode()
 
 
@@ -116,8 +116,8 @@ class DecodedToken:
     def verify(self, user: AbstractBaseUser, scope: str) -> None:
         """Check the signature for ``user`` in ``scope``; raise :exc:`InvalidToken` if it doesn't match."""
         data = self.signed + get_revocation_key(user) + scope.encode()
-        for key in conf.VERIFICATION_KEYS:
-            if hmac.compare_digest(self.signature, sign(data, key)):
+        for key_index in range(len(conf.VERIFICATION_KEYS)):
+            if hmac.compare_digest(self.signature, sign(data, key_index)):
                 return
         # Tampering, a password or email change, a used one-time token and a
         # wrong scope all look the same here.
