@@ -19,6 +19,10 @@ WHEEL_REQUIRED = [
     "sesame_db/__init__.py",
     "sesame_db/apps.py",
     "sesame_db/py.typed",
+    "sesame_db/migrations/__init__.py",
+    "sesame_db/migrations/0001_initial.py",
+    "sesame_db/management/commands/sesame_db_purge.py",
+    "sesame_db/templates/sesame_db/confirm.html",
 ]
 
 # Path prefixes that must not be in the wheel.
@@ -34,6 +38,8 @@ SDIST_REQUIRED = [
     "pyproject.toml",
     "README.md",
     "sesame_db/py.typed",
+    "sesame_db/migrations/0001_initial.py",
+    "sesame_db/templates/sesame_db/confirm.html",
 ]
 
 

@@ -25,7 +25,7 @@ class ConcurrentRedemptionTests(TransactionTestCase):
 
     def redeem_concurrently(self, token):
         barrier = threading.Barrier(THREADS)
-        results = [None] * THREADS
+        results: list[object] = [None] * THREADS
         errors = []
 
         def redeem(index):

@@ -73,8 +73,15 @@ def report(request: HttpRequest, pk: int) -> HttpResponse:
 def share_report(request: HttpRequest, pk: int) -> HttpResponse:
     """Create a link that opens this report, and nothing else, as the current user."""
     title, _ = _get_report(pk)
-    link = request.build_absolute_uri(
-        reverse("report", args=[pk])
-        + get_query_string(request.user, scope=f"report:{pk}")
+    # A stored link: it can be revoked, and every use is audited.
+    query_string = get_query_string(
+        request.user,
+        scope=f"report:{pk}",
+        store=True,
+        max_age=3600,
+        max_uses=5,
+        label=f"Share of {title}",
+        issued_by=request.user,
     )
+    link = request.build_absolute_uri(reverse("report", args=[pk]) + query_string)
     return render(request, "demo/share.html", {"title": title, "link": link})
