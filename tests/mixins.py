@@ -130,3 +130,13 @@ class IsolateDjangoSesameMixin:
     def setUp(self):
         super().setUp()  # type: ignore[misc]
         isolate_from_django_sesame(self)
+
+
+def last_login_updates(queries):
+    """Return the UPDATE queries on the last login date among ``queries``."""
+    return [
+        query["sql"]
+        for query in queries.captured_queries
+        if query["sql"].startswith('UPDATE "auth_user"')
+        and "last_login" in query["sql"]
+    ]

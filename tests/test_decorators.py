@@ -17,20 +17,11 @@ from .mixins import (
     CaptureLogMixin,
     CreateUserMixin,
     capture_login_failed,
+    last_login_updates,
     tamper,
 )
 
 START = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def last_login_updates(queries):
-    """Return the UPDATE queries on the last login date among ``queries``."""
-    return [
-        query["sql"]
-        for query in queries.captured_queries
-        if query["sql"].startswith('UPDATE "auth_user"')
-        and "last_login" in query["sql"]
-    ]
 
 
 class TestAuthenticate(

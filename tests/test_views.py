@@ -17,22 +17,13 @@ from .mixins import (
     CaptureLogMixin,
     CreateUserMixin,
     capture_login_failed,
+    last_login_updates,
     tamper,
 )
 
 START = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 
 SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
-
-
-def last_login_updates(queries):
-    """Return the UPDATE queries on the last login date among ``queries``."""
-    return [
-        query["sql"]
-        for query in queries.captured_queries
-        if query["sql"].startswith('UPDATE "auth_user"')
-        and "last_login" in query["sql"]
-    ]
 
 
 class TestLoginView(
