@@ -170,6 +170,11 @@ def new_page(browser: Browser, live_server, request) -> Iterator[Callable[[], Pa
             base_url=live_server.url, viewport=VIEWPORT, locale="en-US"
         )
         context.set_default_timeout(TIMEOUT)
+        # Close the admin's navigation sidebar: the screenshots then show
+        # every column of the list of links.
+        context.add_init_script(
+            "localStorage.setItem('django.admin.navSidebarIsOpen', 'false')"
+        )
         page = context.new_page()
         pages.append(page)
         return page
@@ -197,6 +202,8 @@ def screenshot() -> Callable[[Page, str], Path]:
     def screenshot(page: Page, name: str) -> Path:
         path = artifacts_dir() / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Assertions pass as soon as the HTML is there; wait for styles and scripts.
+        page.wait_for_load_state()
         page.screenshot(path=path)
         if os.environ.get("SESAME_DOCS_SCREENSHOTS"):
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
