@@ -70,12 +70,14 @@ __all__ = [
     "EstimatedCountPaginator",
     "IssueLinkForm",
     "IssuedTokenAdmin",
+    "IssuedTokenChangeForm",
     "IssuedTokenInline",
     "IssuedTokenUserAdminMixin",
     "RevokeForm",
     "ScopeFilter",
     "StatusFilter",
     "TokenEventAdmin",
+    "estimated_count",
 ]
 
 # How many events the change page of a link shows, newest first.
@@ -460,7 +462,10 @@ class IssuedTokenAdmin(_LinkColumns, _ModelAdmin):
     # Columns with an index; sorting on others would sort the whole table.
     sortable_by = ["user", "scope", "expires_at", "issued_by", "created"]
     show_full_result_count = False
+    # Counts per filter choice would read every row.
+    show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
+    search_help_text = _("Username, email, scope or label.")
     raw_id_fields = ["user"]
     form = IssuedTokenChangeForm
     actions = ["revoke_selected"]
@@ -914,6 +919,7 @@ class TokenEventAdmin(_ModelAdmin):
     ordering = ["-created_at"]
     sortable_by = ["created_at", "kind", "ip"]
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     search_help_text = _("Username, email or scope; or an exact IP address.")
     fields = readonly_fields = (

@@ -5,6 +5,7 @@ Template tags of the admin of the database store.
 
 from __future__ import annotations
 
+import calendar
 import datetime
 from typing import Any
 
@@ -23,13 +24,14 @@ register = template.Library()
 @register.inclusion_tag("admin/date_hierarchy.html")
 def sesame_db_date_hierarchy(cl: Any) -> dict[str, Any]:
     """
-    Build the date drill-down of a changelist from the first and last dates only.
+    Build the date drill-down of a changelist from the table's first and last dates.
 
     Django's ``{% date_hierarchy %}`` lists the years, months or days that
-    have rows with ``SELECT DISTINCT``, which reads every row of the
-    changelist. This tag lists every year, month or day between the first
-    and the last row instead: ``MIN()`` and ``MAX()`` read both ends of the
-    field's index. A choice may lead to an empty page.
+    have rows with ``SELECT DISTINCT`` over the filtered rows, which reads
+    all of them. This tag lists every year, month or day between the first
+    and the last row of the whole table instead: ``MIN()`` and ``MAX()``
+    without a ``WHERE`` clause read both ends of the field's index, whatever
+    the filters and the search. A choice may lead to an empty page.
 
     """
     field_name = cl.date_hierarchy
@@ -57,12 +59,14 @@ def sesame_db_date_hierarchy(cl: Any) -> dict[str, Any]:
             ],
         }
 
-    # cl.queryset is already filtered to the selected year or month.
-    bounds = cl.queryset.aggregate(first=Min(field_name), last=Max(field_name))
+    bounds = cl.root_queryset.aggregate(first=Min(field_name), last=Max(field_name))
     first, last = bounds["first"], bounds["last"]
-    if first is not None and last is not None:
+    if first is None or last is None:
+        first = last = None
+    else:
         if isinstance(field, DateTimeField) and timezone.is_aware(first):
             first, last = timezone.localtime(first), timezone.localtime(last)
+        first, last = _date(first), _date(last)
         # Without a selection, start at the narrowest level that has more
         # than one choice.
         if not (year_lookup or month_lookup) and first.year == last.year:
@@ -71,12 +75,11 @@ def sesame_db_date_hierarchy(cl: Any) -> dict[str, Any]:
                 month_lookup = str(first.month)
 
     if year_lookup and month_lookup:
-        days = []
-        if first is not None and last is not None:
-            days = [
-                datetime.date(first.year, first.month, number)
-                for number in range(first.day, last.day + 1)
-            ]
+        year, month = int(year_lookup), int(month_lookup)
+        days = [
+            datetime.date(year, month, number)
+            for number in range(1, calendar.monthrange(year, month)[1] + 1)
+        ]
         return {
             "show": True,
             "back": {
@@ -94,16 +97,12 @@ def sesame_db_date_hierarchy(cl: Any) -> dict[str, Any]:
                     ),
                     "title": capfirst(formats.date_format(day, "MONTH_DAY_FORMAT")),
                 }
-                for day in days
+                for day in _between(days, first, last)
             ],
         }
     if year_lookup:
-        months = []
-        if first is not None and last is not None:
-            months = [
-                datetime.date(first.year, number, 1)
-                for number in range(first.month, last.month + 1)
-            ]
+        year = int(year_lookup)
+        months = [datetime.date(year, number, 1) for number in range(1, 13)]
         return {
             "show": True,
             "back": {"link": link({}), "title": _("All dates")},
@@ -112,7 +111,11 @@ def sesame_db_date_hierarchy(cl: Any) -> dict[str, Any]:
                     "link": link({year_field: year_lookup, month_field: month.month}),
                     "title": capfirst(formats.date_format(month, "YEAR_MONTH_FORMAT")),
                 }
-                for month in months
+                for month in _between(
+                    months,
+                    None if first is None else first.replace(day=1),
+                    last,
+                )
             ],
         }
     years = [] if first is None or last is None else range(first.year, last.year + 1)
@@ -124,3 +127,17 @@ def sesame_db_date_hierarchy(cl: Any) -> dict[str, Any]:
             for year in years
         ],
     }
+
+
+def _date(value: datetime.date) -> datetime.date:
+    return value.date() if isinstance(value, datetime.datetime) else value
+
+
+def _between(
+    dates: list[datetime.date],
+    first: datetime.date | None,
+    last: datetime.date | None,
+) -> list[datetime.date]:
+    if first is None or last is None:
+        return []
+    return [date for date in dates if first <= date <= last]
