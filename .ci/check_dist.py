@@ -23,6 +23,10 @@ WHEEL_REQUIRED = [
     "sesame_db/migrations/0001_initial.py",
     "sesame_db/management/commands/sesame_db_purge.py",
     "sesame_db/templates/sesame_db/confirm.html",
+    "sesame_db/templates/admin/sesame_db/issuedtoken/change_form.html",
+    "sesame_db/templates/sesame_db/admin/issued.html",
+    "sesame_db/templatetags/sesame_db_admin.py",
+    "sesame_db/static/sesame_db/admin/copy_link.js",
 ]
 
 # Path prefixes that must not be in the wheel.
@@ -40,6 +44,7 @@ SDIST_REQUIRED = [
     "sesame_db/py.typed",
     "sesame_db/migrations/0001_initial.py",
     "sesame_db/templates/sesame_db/confirm.html",
+    "sesame_db/static/sesame_db/admin/copy_link.js",
 ]
 
 

@@ -20,6 +20,7 @@ settings.configure(
     INSTALLED_APPS=[
         "django.contrib.auth",
         "django.contrib.contenttypes",
+        "django.contrib.admin",
         "sesame_db",
     ],
     SECRET_KEY="docs-secret-key-not-for-production",

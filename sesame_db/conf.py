@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds; a timedelta works too.
     "TOKEN_RETENTION": 30 * 24 * 3600,
     "EVENT_RETENTION": 365 * 24 * 3600,
+    # Admin
+    "ADMIN_SCOPES": [],
+    "ADMIN_EVENTS_DELETABLE": False,
 }
 
 # Durations accept a timedelta or a number of seconds.
@@ -132,6 +135,8 @@ class Settings:
     CONFIRM_TEMPLATE: str
     TOKEN_RETENTION: float
     EVENT_RETENTION: float
+    ADMIN_SCOPES: Sequence[str]
+    ADMIN_EVENTS_DELETABLE: bool
 
     # Derived values.
     SIGNING_KEY: bytes

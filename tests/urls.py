@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import datetime
 
+from django.contrib import admin
 from django.urls import path
 
 from sesame_db.views import LoginView
 
-from . import views
+from . import admin_site, views
 
 urlpatterns = [
     # Middleware
@@ -44,4 +45,9 @@ urlpatterns = [
         LoginView.as_view(success_url_allowed_hosts={"other.example"}),
     ),
     path("welcome/", views.show_user, name="welcome"),
+    # Admin
+    path("admin/", admin.site.urls),
+    # A second admin site, where tests register a user admin with
+    # IssuedTokenUserAdminMixin without touching the default site.
+    path("test-admin/", admin_site.site.urls),
 ]
