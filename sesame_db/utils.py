@@ -197,7 +197,17 @@ def issue_tokens(
     )
 
 
-def _split(request_or_token: Any) -> tuple[Any, str | None]:
+def _split(request_or_token: Any, token: str | None) -> tuple[Any, str | None]:
+    if token is not None:
+        # An explicit token, e.g. from an Authorization header: the request,
+        # if any, is only recorded in the audit trail.
+        if not isinstance(token, str):
+            raise TypeError(f"token must be a string, got {type(token).__name__}")
+        if request_or_token is not None and not hasattr(request_or_token, "META"):
+            raise TypeError(
+                f"get_user(..., token=...) expects an HttpRequest or None, got {type(request_or_token).__name__}"
+            )
+        return request_or_token, token
     if isinstance(request_or_token, str):
         return None, request_or_token
     try:
@@ -215,6 +225,7 @@ def get_user(
     max_age: float | datetime.timedelta | None = None,
     *,
     update_last_login: bool | None = None,
+    token: str | None = None,
 ) -> AbstractBaseUser | None:
     """
     Return the user authenticated by a token, or :obj:`None`.
@@ -236,11 +247,18 @@ def get_user(
     ``update_last_login`` to :obj:`True` to update the last login date for
     other tokens too.
 
+    Pass ``token`` to check a token that comes from elsewhere than the query
+    string, such as an ``Authorization`` header, while still recording the
+    request in the audit trail and counting failures of its client: then
+    ``request_or_token`` is the :class:`~django.http.HttpRequest`, or
+    :obj:`None`, and its query string isn't read.
+
     Raise :exc:`TypeError` if ``request_or_token`` is neither a request nor a
-    string.
+    string, or if ``token`` is set and ``request_or_token`` isn't a request
+    or :obj:`None`.
 
     """
-    request, token = _split(request_or_token)
+    request, token = _split(request_or_token, token)
     if token is None:
         return None
     # authenticate() sets user.backend, which login() needs.
@@ -259,9 +277,10 @@ async def aget_user(
     max_age: float | datetime.timedelta | None = None,
     *,
     update_last_login: bool | None = None,
+    token: str | None = None,
 ) -> AbstractBaseUser | None:
     """See :func:`get_user`."""
-    request, token = _split(request_or_token)
+    request, token = _split(request_or_token, token)
     if token is None:
         return None
     user: AbstractBaseUser | None = await aauthenticate(
