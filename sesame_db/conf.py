@@ -53,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds; a timedelta works too.
     "TOKEN_RETENTION": 30 * 24 * 3600,
     "EVENT_RETENTION": 365 * 24 * 3600,
+    # Rate limiting of failed attempts, off by default, e.g.
+    # {"failures": 10, "period": 60}; the period is in seconds or a timedelta.
+    "RATE_LIMIT": None,
+    "RATE_LIMIT_CACHE": "default",
 }
 
 # Durations accept a timedelta or a number of seconds.
@@ -132,6 +136,8 @@ class Settings:
     CONFIRM_TEMPLATE: str
     TOKEN_RETENTION: float
     EVENT_RETENTION: float
+    RATE_LIMIT: dict[str, Any] | None
+    RATE_LIMIT_CACHE: str
 
     # Derived values.
     SIGNING_KEY: bytes

@@ -23,6 +23,7 @@ from django.utils.functional import lazy
 from django.views.generic import View
 
 from .confirm import ALL_ALIASES, confirm_enabled, needs_confirmation
+from .ratelimit import is_rate_limited, rate_limited_response
 from .utils import get_user
 
 __all__ = ["LoginView"]
@@ -40,7 +41,8 @@ class LoginView(RedirectURLMixin, View):
     if it's safe, or else to ``next_page``, which defaults to
     :setting:`LOGIN_REDIRECT_URL`. When ``next_page`` is :obj:`None`, answer
     204 No Content instead. Answer 403 Forbidden when the token is missing or
-    invalid.
+    invalid, and 429 Too Many Requests when the client is over
+    :data:`SESAME_RATE_LIMIT`.
 
     Set the ``scope`` attribute to expect a :ref:`scoped token
     <scoped-tokens>`, and ``max_age`` to override :data:`SESAME_MAX_AGE`.
@@ -86,6 +88,8 @@ class LoginView(RedirectURLMixin, View):
         # login() updates the last login date; don't do it twice.
         user = get_user(request, self.scope, self.max_age, update_last_login=False)
         if user is None:
+            if is_rate_limited(request):
+                return self.login_rate_limited()
             return self.login_failed()
         login(request, user)  # type: ignore[arg-type]
         return self.login_success()
@@ -105,6 +109,10 @@ class LoginView(RedirectURLMixin, View):
     def login_failed(self) -> HttpResponseBase:
         """Raise :exc:`~django.core.exceptions.PermissionDenied`; override to answer otherwise."""
         raise PermissionDenied
+
+    def login_rate_limited(self) -> HttpResponseBase:
+        """Answer 429 Too Many Requests when the client is over :data:`SESAME_RATE_LIMIT`; override to answer otherwise."""
+        return rate_limited_response()
 
     def login_success(self) -> HttpResponseBase:
         """Redirect to the success URL, or answer 204 when ``next_page`` is :obj:`None`."""

@@ -45,6 +45,9 @@ class TestDefaults(SimpleTestCase):
         "CONFIRM_TEMPLATE": "sesame_db/confirm.html",
         "TOKEN_RETENTION": 30 * 86400,
         "EVENT_RETENTION": 365 * 86400,
+        # Rate limiting.
+        "RATE_LIMIT": None,
+        "RATE_LIMIT_CACHE": "default",
     }
 
     def test_defaults_are_documented(self):
@@ -91,6 +94,8 @@ class TestOverrideSettings(SimpleTestCase):
             "CONFIRM_TEMPLATE": "confirm.html",
             "TOKEN_RETENTION": 3600,
             "EVENT_RETENTION": 7200,
+            "RATE_LIMIT": {"failures": 5, "period": 60},
+            "RATE_LIMIT_CACHE": "other",
         }
         self.assertEqual(set(values), set(DEFAULTS))
         for name, value in values.items():
