@@ -288,7 +288,7 @@ class CountFailureTests(RateLimitTestCase):
         cache = caches["default"]
         exc = InvalidToken(Reason.MALFORMED, "Bad token")
         original = cache.incr
-        calls = []
+        calls: list[str] = []
 
         def incr(key, delta=1, version=None):
             if not calls:
