@@ -21,7 +21,13 @@ WHEEL_REQUIRED = [
     "sesame_db/py.typed",
     "sesame_db/migrations/__init__.py",
     "sesame_db/migrations/0001_initial.py",
+    "sesame_db/management/__init__.py",
+    "sesame_db/management/commands/__init__.py",
+    "sesame_db/management/commands/sesame_db_issue.py",
     "sesame_db/management/commands/sesame_db_purge.py",
+    "sesame_db/management/commands/sesame_db_revoke.py",
+    "sesame_db/migrations/0002_tokenevent_reason_rate_limited.py",
+    "sesame_db/contrib/__init__.py",
     "sesame_db/templates/sesame_db/confirm.html",
 ]
 
