@@ -132,6 +132,28 @@ def authenticate(
             override=override,
             confirm=confirm,
         )
+    return _decorate(
+        view,
+        scope.format,
+        max_age,
+        required=required,
+        permanent=permanent,
+        override=override,
+        confirm=confirm,
+    )
+
+
+def _decorate(
+    view: ViewFunc,
+    get_scope: Callable[..., str],
+    max_age: float | datetime.timedelta | None,
+    *,
+    required: bool,
+    permanent: bool,
+    override: bool,
+    confirm: bool | None,
+) -> ViewFunc:
+    """Wrap ``view`` like :func:`authenticate`; ``get_scope(*args, **kwargs)`` returns the scope of a request."""
 
     def check_permanent(request: HttpRequest) -> None:
         if permanent and not hasattr(request, "session"):
@@ -167,7 +189,7 @@ def authenticate(
                 return response
             user = await aget_user(
                 request,
-                scope.format(*args, **kwargs),
+                get_scope(*args, **kwargs),
                 max_age,
                 update_last_login=update_last_login,
             )
@@ -189,7 +211,7 @@ def authenticate(
             return response
         user = get_user(
             request,
-            scope.format(*args, **kwargs),
+            get_scope(*args, **kwargs),
             max_age,
             update_last_login=update_last_login,
         )

@@ -11,6 +11,7 @@ from django.test import RequestFactory, TestCase, override_settings
 from sesame_db.tokens import create_token
 from sesame_db.utils import (
     aget_user,
+    get_object_scope,
     get_parameters,
     get_query_string,
     get_token,
@@ -591,3 +592,58 @@ class TestExplicitToken(UtilsTestCase):
         self.assertIsNone(await aget_user(self.get_request(), token="not a token"))
         with self.assertRaises(TypeError):
             await aget_user("a token", token=token)
+
+
+class TestGetObjectScope(CreateUserMixin, TestCase):
+    def test_instance(self):
+        self.assertEqual(get_object_scope(self.user), f"auth.user:{self.user.pk}")
+
+    def test_model_and_primary_key(self):
+        User = type(self.user)
+        self.assertEqual(get_object_scope(User, 42), "auth.user:42")
+        self.assertEqual(get_object_scope(User, "{pk}"), "auth.user:{pk}")
+        self.assertEqual(
+            get_object_scope(User, "{pk}").format(pk=self.user.pk),
+            get_object_scope(self.user),
+        )
+
+    def test_action(self):
+        self.assertEqual(
+            get_object_scope(self.user, action="edit"), f"edit:auth.user:{self.user.pk}"
+        )
+        self.assertEqual(
+            get_object_scope(type(self.user), 7, action="Read-only_2"),
+            "Read-only_2:auth.user:7",
+        )
+
+    def test_bad_action(self):
+        for action in ["a:b", "a.b", "a b", "é"]:
+            with self.subTest(action=action), self.assertRaises(ValueError) as cm:
+                get_object_scope(self.user, action=action)
+        self.assertEqual(
+            str(cm.exception),
+            "action may contain only letters, digits, '_' and '-', not 'é'",
+        )
+
+    def test_unsaved_instance(self):
+        with self.assertRaisesMessage(
+            ValueError, "auth.User instance has no primary key: save it first"
+        ):
+            get_object_scope(type(self.user)(username="new"))
+
+    def test_model_without_primary_key(self):
+        with self.assertRaisesMessage(
+            ValueError, "get_object_scope(model) requires a primary key"
+        ):
+            get_object_scope(type(self.user))
+
+    def test_instance_and_primary_key(self):
+        with self.assertRaises(TypeError):
+            get_object_scope(self.user, 42)
+
+    def test_token_for_one_object(self):
+        other = self.create_user("jane", email="jane@example.com")
+        token = get_token(self.user, get_object_scope(other))
+        self.assertEqual(get_user(token, get_object_scope(other)), self.user)
+        self.assertIsNone(get_user(token, get_object_scope(self.user)))
+        self.assertIsNone(get_user(token, get_object_scope(other, action="edit")))
