@@ -35,6 +35,8 @@ def documented_settings(text):
 class SettingsReferenceTests(SimpleTestCase):
     """docs/reference.rst documents every setting with its default value."""
 
+    documented: dict[str, str | None]
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -55,5 +57,5 @@ class SettingsReferenceTests(SimpleTestCase):
         for name, default in DEFAULTS.items():
             with self.subTest(name=name):
                 value = self.documented.get(name)
-                self.assertIsNotNone(value, f"SESAME_{name} has no :value:")
+                assert value is not None, f"SESAME_{name} has no :value:"
                 self.assertEqual(ast.literal_eval(value), default)
