@@ -28,6 +28,8 @@ WHEEL_REQUIRED = [
     "sesame_db/management/commands/sesame_db_revoke.py",
     "sesame_db/migrations/0002_tokenevent_reason_rate_limited.py",
     "sesame_db/contrib/__init__.py",
+    "sesame_db/contrib/channels.py",
+    "sesame_db/contrib/rest_framework.py",
     "sesame_db/templates/sesame_db/confirm.html",
 ]
 

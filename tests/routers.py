@@ -18,6 +18,4 @@ class StoreOnDefaultRouter:
     """Keep the tables of sesame_db on the "default" database only."""
 
     def allow_migrate(self, db, app_label, **hints):
-        if app_label == "sesame_db":
-            return db == "default"
-        return None
+        return db == "default" if app_label == "sesame_db" else None

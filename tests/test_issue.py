@@ -154,6 +154,23 @@ class IssueCommandTests(CreateUserMixin, TestCase):
                 self.issue(value)
         self.assertNothingIssued()
 
+    def test_several_users_with_the_username(self):
+        # Possible when USERNAME_FIELD isn't unique, which Django allows with
+        # a custom authentication backend (check auth.W004).
+        User = type(self.user)
+        with (
+            mock.patch.object(
+                type(User._default_manager),
+                "get",
+                side_effect=User.MultipleObjectsReturned,
+            ),
+            self.assertRaisesMessage(
+                CommandError, "user: several users have the username 'john'"
+            ),
+        ):
+            self.issue("john")
+        self.assertNothingIssued()
+
     def test_ambiguous_user(self):
         other = self.create_user(str(self.user.pk), email="other@example.com")
         with self.assertRaisesMessage(

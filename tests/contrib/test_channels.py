@@ -242,6 +242,29 @@ class SesameAuthMiddlewareTests(ChannelsTestCase):
         self.assertIs(seen[0], scope)
         self.assertNotIn("user", scope)
 
+    async def test_query_string_as_text(self):
+        seen = []
+
+        async def app(scope, receive, send):
+            seen.append(scope["user"])
+
+        token = get_token(self.user)
+        scope = {"type": "websocket", "path": "/", "query_string": f"sesame={token}"}
+        await SesameAuthMiddleware(app)(scope, None, None)  # type: ignore[arg-type]
+        self.assertEqual(seen, [self.user])
+
+    async def test_deny_ignores_other_messages(self):
+        sent = []
+
+        async def receive():
+            return {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message):
+            sent.append(message)
+
+        await SesameAuthMiddleware.deny(receive, send, rate_limited=False)
+        self.assertEqual(sent, [])
+
     async def test_callers_scope_is_not_changed(self):
         seen = []
 
