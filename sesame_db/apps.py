@@ -18,3 +18,5 @@ class SesameDbConfig(AppConfig):
         checks.register(sesame_checks.check_user_model, checks.Tags.models)
         checks.register(sesame_checks.check_backends, checks.Tags.security)
         checks.register(sesame_checks.check_middleware, checks.Tags.security)
+        checks.register(sesame_checks.check_store_settings, checks.Tags.security)
+        checks.register(sesame_checks.check_migrations, checks.Tags.database)

@@ -16,7 +16,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import store, tokens_store
+from . import ratelimit, store, tokens_store
 from .conf import conf
 from .exceptions import InvalidToken, Reason
 from .tokens import aparse_token, parse_token
@@ -30,14 +30,42 @@ def _used_up(user: AbstractBaseUser) -> InvalidToken:
     )
 
 
-def _decode_stored(token: str, scope: str) -> tokens_store.StoredClaims:
+def _check_installed() -> None:
     if not store.is_installed():
         raise InvalidToken(
             Reason.MALFORMED,
             "Bad token: stored tokens require 'sesame_db' in INSTALLED_APPS",
         )
-    # The MAC is checked before any query.
-    return tokens_store.decode_token(token, scope, timezone.now())
+
+
+# The MAC is checked before any query; the rate limit, if any, right after,
+# so that a client over the limit gets the same answer for any token.
+
+
+def _decode_stored(
+    token: str, scope: str, request: HttpRequest | None
+) -> tokens_store.StoredClaims:
+    _check_installed()
+    try:
+        claims = tokens_store.decode_token(token, scope, timezone.now())
+    except InvalidToken as exc:
+        ratelimit.check(request, exc.token_id)
+        raise
+    ratelimit.check(request, claims.record_id)
+    return claims
+
+
+async def _adecode_stored(
+    token: str, scope: str, request: HttpRequest | None
+) -> tokens_store.StoredClaims:
+    _check_installed()
+    try:
+        claims = tokens_store.decode_token(token, scope, timezone.now())
+    except InvalidToken as exc:
+        await ratelimit.acheck(request, exc.token_id)
+        raise
+    await ratelimit.acheck(request, claims.record_id)
+    return claims
 
 
 class SesameBackendMixin:
@@ -81,7 +109,7 @@ class SesameBackendMixin:
             return None
         try:
             if tokens_store.detect_token(token):
-                claims = _decode_stored(token, scope)
+                claims = _decode_stored(token, scope, request)
                 user, _ = store.redeem(
                     claims,
                     scope=scope,
@@ -91,10 +119,12 @@ class SesameBackendMixin:
                     sender=type(self),
                 )
                 return user
+            ratelimit.check(request, None)
             user = parse_token(token, self.get_token_user, scope, max_age)
             if conf.ONE_TIME and not self._consume(user):
                 raise _used_up(user)
         except InvalidToken as exc:
+            ratelimit.count_failure(request, exc)
             store.reject(exc, request=request, scope=scope, sender=type(self))
             return None
         store.accept(user, request=request, scope=scope, sender=type(self))
@@ -115,7 +145,7 @@ class SesameBackendMixin:
             return None
         try:
             if tokens_store.detect_token(token):
-                claims = _decode_stored(token, scope)
+                claims = await _adecode_stored(token, scope, request)
                 # One thread hop for the whole redemption, rather than one per
                 # query with the async ORM, whose methods are sync_to_async
                 # wrappers of the same sync code.
@@ -128,10 +158,12 @@ class SesameBackendMixin:
                     sender=type(self),
                 )
                 return user
+            await ratelimit.acheck(request, None)
             user = await aparse_token(token, self.aget_token_user, scope, max_age)
             if conf.ONE_TIME and not await self._aconsume(user):
                 raise _used_up(user)
         except InvalidToken as exc:
+            await ratelimit.acount_failure(request, exc)
             await store.areject(exc, request=request, scope=scope, sender=type(self))
             return None
         store.accept(user, request=request, scope=scope, sender=type(self))

@@ -7,20 +7,30 @@ They run when ``"sesame_db"`` is in :setting:`INSTALLED_APPS`.
 
 from __future__ import annotations
 
+import datetime
 import importlib
-from collections.abc import Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import DatabaseError, connections, router
 from django.utils.module_loading import import_string
 
 from .conf import conf
 
-__all__ = ["check_backends", "check_middleware", "check_settings", "check_user_model"]
+__all__ = [
+    "check_backends",
+    "check_middleware",
+    "check_migrations",
+    "check_settings",
+    "check_store_settings",
+    "check_user_model",
+]
 
 SESAME_MIDDLEWARE = "sesame_db.middleware.AuthenticationMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -163,3 +173,142 @@ def check_middleware(
                 )
             )
     return errors
+
+
+# SESAME_TRUSTED_PROXIES above this is a mistake, not a deployment.
+MAX_TRUSTED_PROXIES = 10
+DUMMY_CACHE = "django.core.cache.backends.dummy.DummyCache"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _rate_limit_errors(value: Any) -> list[CheckMessage]:
+    problem = None
+    if not isinstance(value, Mapping) or set(value) != {"failures", "period"}:
+        problem = "a dict with the keys 'failures' and 'period'"
+    elif not _is_int(value["failures"]) or value["failures"] < 1:
+        problem = "a dict whose 'failures' is a positive integer"
+    else:
+        period = value["period"]
+        if isinstance(period, datetime.timedelta):
+            period = period.total_seconds()
+        elif isinstance(period, bool) or not isinstance(period, numbers.Real):
+            period = 0
+        if not period > 0:
+            problem = (
+                "a dict whose 'period' is a positive number of seconds or a timedelta"
+            )
+    if problem is None:
+        return []
+    return [
+        Error(
+            f"SESAME_RATE_LIMIT must be None or {problem}, not {value!r}.",
+            hint='For example: SESAME_RATE_LIMIT = {"failures": 10, "period": 60}.',
+            id="sesame_db.E009",
+        )
+    ]
+
+
+def check_store_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Check the settings of the database store and of rate limiting."""
+    errors: list[CheckMessage] = []
+    proxies = conf.TRUSTED_PROXIES
+    if not _is_int(proxies) or proxies < 0:
+        errors.append(
+            Error(
+                f"SESAME_TRUSTED_PROXIES must be a non-negative integer, not {proxies!r}.",
+                hint="Set it to the number of reverse proxies that append to X-Forwarded-For, or to 0.",
+                id="sesame_db.E007",
+            )
+        )
+    elif proxies > MAX_TRUSTED_PROXIES:
+        errors.append(
+            Warning(
+                f"SESAME_TRUSTED_PROXIES is {proxies}: requests rarely cross more than {MAX_TRUSTED_PROXIES} proxies.",
+                hint="Set it to the number of reverse proxies that append to X-Forwarded-For. "
+                "When it's larger, the audit trail and the rate limit see the address of a proxy.",
+                id="sesame_db.W003",
+            )
+        )
+    for name in ("STORE", "AUDIT", "CONFIRM"):
+        value = getattr(conf, name)
+        if not isinstance(value, bool):
+            errors.append(
+                Error(
+                    f"SESAME_{name} must be True or False, not {value!r}.",
+                    id="sesame_db.E008",
+                )
+            )
+    rate_limit = conf.RATE_LIMIT
+    if rate_limit is not None:
+        errors.extend(_rate_limit_errors(rate_limit))
+        alias = conf.RATE_LIMIT_CACHE
+        if alias not in settings.CACHES:
+            errors.append(
+                Error(
+                    f"SESAME_RATE_LIMIT_CACHE is {alias!r}, which isn't a cache in CACHES.",
+                    hint="Set SESAME_RATE_LIMIT_CACHE to an alias of CACHES.",
+                    id="sesame_db.E010",
+                )
+            )
+        elif settings.CACHES[alias].get("BACKEND") == DUMMY_CACHE:
+            errors.append(
+                Warning(
+                    f"SESAME_RATE_LIMIT counts failures in the cache {alias!r}, a DummyCache, which keeps nothing: no client is ever limited.",
+                    hint="Set SESAME_RATE_LIMIT_CACHE to a cache shared by every process, such as Redis or Memcached.",
+                    id="sesame_db.W005",
+                )
+            )
+    return errors
+
+
+def check_migrations(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """
+    Check that the migrations of the database store are applied.
+
+    Like Django's database checks, it runs only when ``databases`` is given:
+    ``manage.py check --database default``, ``migrate`` and the test runner.
+
+    """
+    if not databases:
+        return []
+    if app_configs is not None and not any(
+        app_config.name == "sesame_db" for app_config in app_configs
+    ):
+        return []
+    from django.db.migrations.loader import MigrationLoader
+
+    IssuedToken = apps.get_model("sesame_db", "IssuedToken")
+    warnings: list[CheckMessage] = []
+    for alias in databases:
+        if not router.allow_migrate_model(alias, IssuedToken):
+            continue
+        try:
+            loader = MigrationLoader(connections[alias], ignore_no_migrations=True)
+        except DatabaseError:
+            # The database can't be reached; other commands will say so.
+            continue
+        pending = sorted(
+            name
+            for app_label, name in loader.graph.nodes
+            if app_label == "sesame_db"
+            and (app_label, name) not in loader.applied_migrations
+        )
+        if pending:
+            warnings.append(
+                Warning(
+                    f"The database {alias!r} lacks migrations of sesame_db: {', '.join(pending)}. "
+                    "Stored links fail until they're applied.",
+                    hint=f"Run: manage.py migrate sesame_db --database {alias}",
+                    id="sesame_db.W004",
+                )
+            )
+    return warnings

@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     # Admin
     "ADMIN_SCOPES": [],
     "ADMIN_EVENTS_DELETABLE": False,
+    # Rate limiting of failed attempts, off by default, e.g.
+    # {"failures": 10, "period": 60}; the period is in seconds or a timedelta.
+    "RATE_LIMIT": None,
+    "RATE_LIMIT_CACHE": "default",
 }
 
 # Durations accept a timedelta or a number of seconds.
@@ -137,6 +141,8 @@ class Settings:
     EVENT_RETENTION: float
     ADMIN_SCOPES: Sequence[str]
     ADMIN_EVENTS_DELETABLE: bool
+    RATE_LIMIT: dict[str, Any] | None
+    RATE_LIMIT_CACHE: str
 
     # Derived values.
     SIGNING_KEY: bytes

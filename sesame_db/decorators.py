@@ -15,9 +15,10 @@ from django.contrib.auth import alogin, login
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 
 from .confirm import ALL_ALIASES, atomic_requests, needs_confirmation
+from .ratelimit import is_rate_limited, rate_limited_response
 from .utils import aget_user, get_user
 
 __all__ = ["authenticate"]
@@ -79,7 +80,8 @@ def authenticate(
 
     With a valid token, ``request.user`` is the user in the view. Else
     :exc:`~django.core.exceptions.PermissionDenied` is raised, which Django
-    turns into a 403 Forbidden response.
+    turns into a 403 Forbidden response; when the client is over
+    :data:`SESAME_RATE_LIMIT`, the response is 429 Too Many Requests.
 
     :func:`authenticate` applies to a view directly or with arguments::
 
@@ -130,6 +132,28 @@ def authenticate(
             override=override,
             confirm=confirm,
         )
+    return _decorate(
+        view,
+        scope.format,
+        max_age,
+        required=required,
+        permanent=permanent,
+        override=override,
+        confirm=confirm,
+    )
+
+
+def _decorate(
+    view: ViewFunc,
+    get_scope: Callable[..., str],
+    max_age: float | datetime.timedelta | None,
+    *,
+    required: bool,
+    permanent: bool,
+    override: bool,
+    confirm: bool | None,
+) -> ViewFunc:
+    """Wrap ``view`` like :func:`authenticate`; ``get_scope(*args, **kwargs)`` returns the scope of a request."""
 
     def check_permanent(request: HttpRequest) -> None:
         if permanent and not hasattr(request, "session"):
@@ -137,10 +161,15 @@ def authenticate(
                 "authenticate(permanent=True) requires django.contrib.sessions"
             )
 
-    def set_user(request: HttpRequest, user: AbstractBaseUser | None) -> None:
+    def set_user(
+        request: HttpRequest, user: AbstractBaseUser | None
+    ) -> HttpResponseBase | None:
         _set_request_user(request, user if user is not None else AnonymousUser())
         if required and user is None:
+            if is_rate_limited(request):
+                return rate_limited_response()
             raise PermissionDenied
+        return None
 
     # login() updates the last login date; don't do it twice.
     update_last_login = False if permanent else None
@@ -160,11 +189,12 @@ def authenticate(
                 return response
             user = await aget_user(
                 request,
-                scope.format(*args, **kwargs),
+                get_scope(*args, **kwargs),
                 max_age,
                 update_last_login=update_last_login,
             )
-            set_user(request, user)
+            if (response := set_user(request, user)) is not None:
+                return response
             if permanent and user is not None:
                 await alogin(request, user)  # type: ignore[arg-type]
             return await view(request, *args, **kwargs)
@@ -181,11 +211,12 @@ def authenticate(
             return response
         user = get_user(
             request,
-            scope.format(*args, **kwargs),
+            get_scope(*args, **kwargs),
             max_age,
             update_last_login=update_last_login,
         )
-        set_user(request, user)
+        if (response := set_user(request, user)) is not None:
+            return response
         if permanent and user is not None:
             login(request, user)  # type: ignore[arg-type]
         with atomic_requests(view):

@@ -31,6 +31,8 @@ class Reason(models.TextChoices):
     REVOKED = "revoked", _("revoked")
     INACTIVE_USER = "inactive_user", _("inactive user")
     INVALIDATED = "invalidated", _("invalidated by a password or email change")
+    # Any token, when SESAME_RATE_LIMIT is set
+    RATE_LIMITED = "rate_limited", _("too many failed attempts")
 
 
 class InvalidToken(Exception):

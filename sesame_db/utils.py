@@ -6,12 +6,14 @@ Create tokens and authenticate users with them.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import aauthenticate, authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "aget_user",
+    "get_object_scope",
     "get_parameters",
     "get_query_string",
     "get_token",
@@ -197,7 +200,62 @@ def issue_tokens(
     )
 
 
-def _split(request_or_token: Any) -> tuple[Any, str | None]:
+_action_re = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def get_object_scope(
+    obj: Model | type[Model], pk: Any = None, *, action: str = ""
+) -> str:
+    """
+    Return the :ref:`scope <scoped-tokens>` of links to one object, such as ``"reports.report:42"``.
+
+    ``obj`` is a model instance, or a model class and ``pk`` the primary key,
+    which may also be a placeholder of the URL pattern, such as ``"{pk}"``,
+    for :func:`~sesame_db.decorators.authenticate` and
+    :class:`~sesame_db.views.TokenAuthenticationMixin` to fill in. The scope
+    is the model's label and the primary key: a link to one report doesn't
+    open another report, nor an invoice with the same primary key.
+
+    Set ``action`` to tell links to the same object apart, such as
+    ``"view"`` and ``"edit"``: it's prepended, as in
+    ``"edit:reports.report:42"``. It may contain letters, digits, ``_`` and
+    ``-``; model labels always contain a dot, so scopes with and without an
+    action never collide.
+
+    Raise :exc:`ValueError` if the instance has no primary key yet or if
+    ``action`` contains other characters.
+
+    """
+    if isinstance(obj, type):
+        if pk is None:
+            raise ValueError("get_object_scope(model) requires a primary key")
+    else:
+        if pk is not None:
+            raise TypeError("get_object_scope(instance) doesn't take a primary key")
+        pk = obj.pk
+        if pk is None:
+            raise ValueError(
+                f"{obj._meta.label} instance has no primary key: save it first"
+            )
+    if _action_re.fullmatch(action) is None:
+        raise ValueError(
+            f"action may contain only letters, digits, '_' and '-', not {action!r}"
+        )
+    scope = f"{obj._meta.label_lower}:{pk}"
+    return f"{action}:{scope}" if action else scope
+
+
+def _split(request_or_token: Any, token: str | None) -> tuple[Any, str | None]:
+    if token is not None:
+        # An explicit token, e.g. from an Authorization header: the request,
+        # if any, is only recorded in the audit trail.
+        if not isinstance(token, str):
+            raise TypeError(f"token must be a string, got {type(token).__name__}")
+        if request_or_token is not None and not hasattr(request_or_token, "META"):
+            raise TypeError(
+                f"get_user(..., token=...) expects an HttpRequest or None, got {type(request_or_token).__name__}"
+            )
+        return request_or_token, token
     if isinstance(request_or_token, str):
         return None, request_or_token
     try:
@@ -215,6 +273,7 @@ def get_user(
     max_age: float | datetime.timedelta | None = None,
     *,
     update_last_login: bool | None = None,
+    token: str | None = None,
 ) -> AbstractBaseUser | None:
     """
     Return the user authenticated by a token, or :obj:`None`.
@@ -236,11 +295,18 @@ def get_user(
     ``update_last_login`` to :obj:`True` to update the last login date for
     other tokens too.
 
+    Pass ``token`` to check a token that comes from elsewhere than the query
+    string, such as an ``Authorization`` header, while still recording the
+    request in the audit trail and counting failures of its client: then
+    ``request_or_token`` is the :class:`~django.http.HttpRequest`, or
+    :obj:`None`, and its query string isn't read.
+
     Raise :exc:`TypeError` if ``request_or_token`` is neither a request nor a
-    string.
+    string, or if ``token`` is set and ``request_or_token`` isn't a request
+    or :obj:`None`.
 
     """
-    request, token = _split(request_or_token)
+    request, token = _split(request_or_token, token)
     if token is None:
         return None
     # authenticate() sets user.backend, which login() needs.
@@ -259,9 +325,10 @@ async def aget_user(
     max_age: float | datetime.timedelta | None = None,
     *,
     update_last_login: bool | None = None,
+    token: str | None = None,
 ) -> AbstractBaseUser | None:
     """See :func:`get_user`."""
-    request, token = _split(request_or_token)
+    request, token = _split(request_or_token, token)
     if token is None:
         return None
     user: AbstractBaseUser | None = await aauthenticate(

@@ -23,9 +23,11 @@ from django.utils.functional import lazy
 from django.views.generic import View
 
 from .confirm import ALL_ALIASES, confirm_enabled, needs_confirmation
+from .decorators import _decorate
+from .ratelimit import is_rate_limited, rate_limited_response
 from .utils import get_user
 
-__all__ = ["LoginView"]
+__all__ = ["LoginView", "TokenAuthenticationMixin"]
 
 
 def _login_redirect_url() -> str:
@@ -40,7 +42,8 @@ class LoginView(RedirectURLMixin, View):
     if it's safe, or else to ``next_page``, which defaults to
     :setting:`LOGIN_REDIRECT_URL`. When ``next_page`` is :obj:`None`, answer
     204 No Content instead. Answer 403 Forbidden when the token is missing or
-    invalid.
+    invalid, and 429 Too Many Requests when the client is over
+    :data:`SESAME_RATE_LIMIT`.
 
     Set the ``scope`` attribute to expect a :ref:`scoped token
     <scoped-tokens>`, and ``max_age`` to override :data:`SESAME_MAX_AGE`.
@@ -86,6 +89,8 @@ class LoginView(RedirectURLMixin, View):
         # login() updates the last login date; don't do it twice.
         user = get_user(request, self.scope, self.max_age, update_last_login=False)
         if user is None:
+            if is_rate_limited(request):
+                return self.login_rate_limited()
             return self.login_failed()
         login(request, user)  # type: ignore[arg-type]
         return self.login_success()
@@ -106,8 +111,102 @@ class LoginView(RedirectURLMixin, View):
         """Raise :exc:`~django.core.exceptions.PermissionDenied`; override to answer otherwise."""
         raise PermissionDenied
 
+    def login_rate_limited(self) -> HttpResponseBase:
+        """Answer 429 Too Many Requests when the client is over :data:`SESAME_RATE_LIMIT`; override to answer otherwise."""
+        return rate_limited_response()
+
     def login_success(self) -> HttpResponseBase:
         """Redirect to the success URL, or answer 204 when ``next_page`` is :obj:`None`."""
         if self.next_page is None:
             return HttpResponse(status=HTTPStatus.NO_CONTENT)
         return HttpResponseRedirect(self.get_success_url())
+
+
+class TokenAuthenticationMixin:
+    """
+    Authenticate the user of a class-based view with a token in the URL.
+
+    It's the :func:`~sesame_db.decorators.authenticate` decorator for
+    class-based views, with the same behaviour and the same code: with a
+    valid token, ``request.user`` is the token's user in the view; else the
+    response is 403 Forbidden, or 429 Too Many Requests over
+    :data:`SESAME_RATE_LIMIT`. Put it first among the view's bases:
+
+    .. code-block:: python
+
+        from django.views.generic import DetailView
+        from sesame_db.views import TokenAuthenticationMixin
+
+        class ReportView(TokenAuthenticationMixin, DetailView):
+            model = Report
+            scope = "reports.report:{pk}"
+
+    Its attributes are the decorator's arguments, and may be passed to
+    ``as_view()``:
+
+    ``scope``
+        The :ref:`scope <scoped-tokens>` that the token must have, formatted
+        with the view's ``args`` and ``kwargs``, as in ``"report:{pk}"``;
+        :func:`~sesame_db.utils.get_object_scope` makes scopes for model
+        objects. Override :meth:`get_scope` to compute it otherwise.
+    ``max_age``
+        Overrides :data:`SESAME_MAX_AGE`.
+    ``required``
+        Set it to :obj:`False` to run the view with an anonymous user when
+        the token is missing or invalid.
+    ``permanent``
+        Set it to :obj:`True` to log the user in.
+    ``override``
+        Set it to :obj:`False` to skip the token when a user is logged in.
+    ``confirm``
+        Set it to :obj:`True` for :ref:`scanner-safe links <scanner-safe>`;
+        the view then needs a ``post()`` method, which the confirmation page
+        calls, such as ``post = get``. Defaults to :data:`SESAME_CONFIRM`.
+
+    Requests with a method that the view doesn't handle get 405 Method Not
+    Allowed without using the token.
+
+    """
+
+    scope: str = ""
+    max_age: float | datetime.timedelta | None = None
+    required: bool = True
+    permanent: bool = False
+    override: bool = True
+    confirm: bool | None = None
+
+    # Set by View.setup().
+    args: Any
+    kwargs: Any
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        view = super().as_view(**initkwargs)  # type: ignore[misc]
+        # Use the token outside of ATOMIC_REQUESTS; see confirm.atomic_requests().
+        view._non_atomic_requests = ALL_ALIASES
+        return view
+
+    def get_scope(self) -> str:
+        """Return the scope that the token must have: ``scope`` formatted with the view's arguments."""
+        return self.scope.format(*self.args, **self.kwargs)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        parent = super().dispatch  # type: ignore[misc]
+        method = (request.method or "").lower()
+        if method not in self.http_method_names or not hasattr(self, method):  # type: ignore[attr-defined]
+            return parent(request, *args, **kwargs)
+        view: Any = parent
+        if getattr(self, "view_is_async", False):
+
+            async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                return await parent(request, *args, **kwargs)
+
+        return _decorate(
+            view,
+            lambda *args, **kwargs: self.get_scope(),
+            self.max_age,
+            required=self.required,
+            permanent=self.permanent,
+            override=self.override,
+            confirm=self.confirm,
+        )(request, *args, **kwargs)

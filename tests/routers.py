@@ -12,3 +12,10 @@ class ReadsElsewhereRouter:
 
     def allow_relation(self, obj1, obj2, **hints):
         return True
+
+
+class StoreOnDefaultRouter:
+    """Keep the tables of sesame_db on the "default" database only."""
+
+    def allow_migrate(self, db, app_label, **hints):
+        return db == "default" if app_label == "sesame_db" else None

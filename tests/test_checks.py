@@ -6,16 +6,21 @@ import types
 from io import StringIO
 from unittest import mock
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.test import SimpleTestCase, override_settings
+from django.db import OperationalError, connections
+from django.db.migrations.recorder import MigrationRecorder
+from django.test import SimpleTestCase, TestCase, override_settings
 
 from sesame_db.backends import ModelBackend
 from sesame_db.checks import (
     check_backends,
     check_middleware,
+    check_migrations,
     check_settings,
+    check_store_settings,
     check_user_model,
 )
 
@@ -360,3 +365,235 @@ class TestCheckCommand(IsolateDjangoSesameMixin, SimpleTestCase):
     @override_settings(MIDDLEWARE=[SESSION, AUTH, SESAME, MESSAGES])
     def test_w002_not_triggered(self):
         self.assertNotIn("sesame_db.W002", run_check_command())
+
+
+LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+DUMMY = {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+
+
+class TestCheckStoreSettings(SimpleTestCase):
+    def test_default_settings(self):
+        self.assertEqual(check_store_settings(), [])
+
+    def test_e007_trusted_proxies(self):
+        for value in [-1, "1", 1.0, True, None, [1]]:
+            with (
+                self.subTest(value=value),
+                override_settings(SESAME_TRUSTED_PROXIES=value),
+            ):
+                errors = check_store_settings()
+                self.assertEqual(ids(errors), ["sesame_db.E007"])
+                self.assertTrue(errors[0].is_serious())
+        with override_settings(SESAME_TRUSTED_PROXIES="2"):
+            self.assertEqual(
+                check_store_settings()[0].msg,
+                "SESAME_TRUSTED_PROXIES must be a non-negative integer, not '2'.",
+            )
+
+    def test_e007_not_triggered(self):
+        for value in [0, 1, 2, 10]:
+            with (
+                self.subTest(value=value),
+                override_settings(SESAME_TRUSTED_PROXIES=value),
+            ):
+                self.assertEqual(check_store_settings(), [])
+
+    @override_settings(SESAME_TRUSTED_PROXIES=11)
+    def test_w003_too_many_proxies(self):
+        warnings = check_store_settings()
+        self.assertEqual(ids(warnings), ["sesame_db.W003"])
+        self.assertFalse(warnings[0].is_serious())
+        self.assertEqual(
+            warnings[0].msg,
+            "SESAME_TRUSTED_PROXIES is 11: requests rarely cross more than 10 proxies.",
+        )
+
+    def test_e008_booleans(self):
+        for name in ["STORE", "AUDIT", "CONFIRM"]:
+            for value in [1, 0, "True", None]:
+                with (
+                    self.subTest(name=name, value=value),
+                    override_settings(**{f"SESAME_{name}": value}),
+                ):
+                    errors = check_store_settings()
+                    self.assertEqual(ids(errors), ["sesame_db.E008"])
+                    self.assertEqual(
+                        errors[0].msg,
+                        f"SESAME_{name} must be True or False, not {value!r}.",
+                    )
+
+    @override_settings(SESAME_STORE=1, SESAME_AUDIT="yes", SESAME_CONFIRM=True)
+    def test_e008_one_error_per_setting(self):
+        self.assertEqual(ids(check_store_settings()), ["sesame_db.E008"] * 2)
+
+    def test_e009_rate_limit(self):
+        for value in [
+            10,
+            {"failures": 10},
+            {"failures": 10, "period": 60, "per": "ip"},
+            {"failures": 0, "period": 60},
+            {"failures": True, "period": 60},
+            {"failures": "10", "period": 60},
+            {"failures": 10, "period": 0},
+            {"failures": 10, "period": -1.5},
+            {"failures": 10, "period": "60"},
+            {"failures": 10, "period": True},
+            {"failures": 10, "period": float("nan")},
+            {"failures": 10, "period": datetime.timedelta(0)},
+        ]:
+            with (
+                self.subTest(value=value),
+                override_settings(SESAME_RATE_LIMIT=value),
+            ):
+                errors = check_store_settings()
+                self.assertEqual(ids(errors), ["sesame_db.E009"])
+                self.assertTrue(errors[0].is_serious())
+
+    @override_settings(SESAME_RATE_LIMIT={"failures": 10})
+    def test_e009_message(self):
+        self.assertEqual(
+            check_store_settings()[0].msg,
+            "SESAME_RATE_LIMIT must be None or a dict with the keys 'failures' and 'period', not {'failures': 10}.",
+        )
+
+    def test_e009_not_triggered(self):
+        for value in [
+            None,
+            {"failures": 1, "period": 1},
+            {"failures": 10, "period": 0.5},
+            {"failures": 10, "period": datetime.timedelta(minutes=5)},
+        ]:
+            with (
+                self.subTest(value=value),
+                override_settings(SESAME_RATE_LIMIT=value),
+            ):
+                self.assertEqual(check_store_settings(), [])
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60},
+        SESAME_RATE_LIMIT_CACHE="ratelimit",
+        CACHES={"default": LOCMEM},
+    )
+    def test_e010_unknown_cache(self):
+        errors = check_store_settings()
+        self.assertEqual(ids(errors), ["sesame_db.E010"])
+        self.assertEqual(
+            errors[0].msg,
+            "SESAME_RATE_LIMIT_CACHE is 'ratelimit', which isn't a cache in CACHES.",
+        )
+
+    @override_settings(SESAME_RATE_LIMIT_CACHE="ratelimit", CACHES={"default": LOCMEM})
+    def test_e010_not_triggered_without_rate_limit(self):
+        self.assertEqual(check_store_settings(), [])
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60},
+        CACHES={"default": DUMMY},
+    )
+    def test_w005_dummy_cache(self):
+        warnings = check_store_settings()
+        self.assertEqual(ids(warnings), ["sesame_db.W005"])
+        self.assertFalse(warnings[0].is_serious())
+
+
+class TestCheckMigrations(TestCase):
+    databases = {"default", "other"}
+
+    def unapply(self, name, using="default"):
+        # Rolled back with the test's transaction.
+        MigrationRecorder(connections[using]).record_unapplied("sesame_db", name)
+
+    def test_applied(self):
+        self.assertEqual(check_migrations(databases=["default", "other"]), [])
+
+    def test_only_with_databases(self):
+        self.unapply("0002_tokenevent_reason_rate_limited")
+        self.assertEqual(check_migrations(), [])
+        self.assertEqual(check_migrations(databases=[]), [])
+
+    def test_w004_unapplied(self):
+        self.unapply("0001_initial")
+        self.unapply("0002_tokenevent_reason_rate_limited")
+        warnings = check_migrations(databases=["default", "other"])
+        self.assertEqual(ids(warnings), ["sesame_db.W004"])
+        self.assertFalse(warnings[0].is_serious())
+        self.assertEqual(
+            warnings[0].msg,
+            "The database 'default' lacks migrations of sesame_db: "
+            "0001_initial, 0002_tokenevent_reason_rate_limited. "
+            "Stored links fail until they're applied.",
+        )
+        self.assertEqual(
+            warnings[0].hint, "Run: manage.py migrate sesame_db --database default"
+        )
+
+    def test_w004_other_database(self):
+        self.unapply("0002_tokenevent_reason_rate_limited", using="other")
+        warnings = check_migrations(databases=["default", "other"])
+        self.assertEqual(ids(warnings), ["sesame_db.W004"])
+        self.assertIn("'other'", warnings[0].msg)
+
+    @override_settings(DATABASE_ROUTERS=["tests.routers.StoreOnDefaultRouter"])
+    def test_w004_only_where_the_router_allows_the_store(self):
+        self.unapply("0002_tokenevent_reason_rate_limited", using="other")
+        self.assertEqual(check_migrations(databases=["default", "other"]), [])
+
+    def test_other_apps_only(self):
+        self.unapply("0002_tokenevent_reason_rate_limited")
+        app_configs = [apps.get_app_config("auth")]
+        self.assertEqual(
+            check_migrations(app_configs=app_configs, databases=["default"]), []
+        )
+        app_configs.append(apps.get_app_config("sesame_db"))
+        self.assertEqual(
+            ids(check_migrations(app_configs=app_configs, databases=["default"])),
+            ["sesame_db.W004"],
+        )
+
+    def test_unreachable_database(self):
+        with mock.patch(
+            "django.db.migrations.loader.MigrationLoader.__init__",
+            side_effect=OperationalError("cannot connect"),
+        ):
+            self.assertEqual(check_migrations(databases=["default"]), [])
+
+    def test_check_command(self):
+        self.unapply("0002_tokenevent_reason_rate_limited")
+        # Without --database, database checks don't run.
+        self.assertNotIn("sesame_db.W004", run_check_command())
+        stderr = StringIO()
+        call_command("check", "--database", "default", stdout=StringIO(), stderr=stderr)
+        self.assertIn("sesame_db.W004", stderr.getvalue())
+
+
+class TestCheckStoreCommand(SimpleTestCase):
+    """The store checks are registered: ``manage.py check`` reports them."""
+
+    @override_settings(SESAME_TRUSTED_PROXIES=-1)
+    def test_e007(self):
+        self.assertIn("sesame_db.E007", run_check_command())
+
+    @override_settings(SESAME_TRUSTED_PROXIES=50)
+    def test_w003(self):
+        self.assertIn("sesame_db.W003", run_check_command())
+
+    @override_settings(SESAME_STORE="yes")
+    def test_e008(self):
+        self.assertIn("sesame_db.E008", run_check_command())
+
+    @override_settings(SESAME_RATE_LIMIT=10)
+    def test_e009(self):
+        self.assertIn("sesame_db.E009", run_check_command())
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60},
+        SESAME_RATE_LIMIT_CACHE="missing",
+    )
+    def test_e010(self):
+        self.assertIn("sesame_db.E010", run_check_command())
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60}, CACHES={"default": DUMMY}
+    )
+    def test_w005(self):
+        self.assertIn("sesame_db.W005", run_check_command())

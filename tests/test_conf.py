@@ -48,6 +48,9 @@ class TestDefaults(SimpleTestCase):
         # The admin.
         "ADMIN_SCOPES": [],
         "ADMIN_EVENTS_DELETABLE": False,
+        # Rate limiting.
+        "RATE_LIMIT": None,
+        "RATE_LIMIT_CACHE": "default",
     }
 
     def test_defaults_are_documented(self):
@@ -96,6 +99,8 @@ class TestOverrideSettings(SimpleTestCase):
             "EVENT_RETENTION": 7200,
             "ADMIN_SCOPES": ["login", "report:42"],
             "ADMIN_EVENTS_DELETABLE": True,
+            "RATE_LIMIT": {"failures": 5, "period": 60},
+            "RATE_LIMIT_CACHE": "other",
         }
         self.assertEqual(set(values), set(DEFAULTS))
         for name, value in values.items():

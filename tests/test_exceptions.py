@@ -25,6 +25,7 @@ class TestReason(SimpleTestCase):
         "REVOKED": "revoked",
         "INACTIVE_USER": "inactive_user",
         "INVALIDATED": "invalidated",
+        "RATE_LIMITED": "rate_limited",
     }
 
     def test_values_are_stable(self):

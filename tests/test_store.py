@@ -1025,6 +1025,19 @@ class NotInstalledTests(CreateUserMixin, TestCase):
         ):
             get_token(self.user, store=True)
 
+    def test_store_setting_requires_the_app(self):
+        # No system check can report this: without the app, sesame_db's checks
+        # aren't registered, and nothing imports its modules before checks
+        # run. Issuing the first link fails loudly instead.
+        with (
+            override_settings(INSTALLED_APPS=self.installed_apps(), SESAME_STORE=True),
+            self.assertRaisesMessage(
+                ImproperlyConfigured,
+                "the database store requires 'sesame_db' in INSTALLED_APPS: add it or set SESAME_STORE to False",
+            ),
+        ):
+            get_token(self.user)
+
 
 class CustomUserModelTests(SimpleTestCase):
     """

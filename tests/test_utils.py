@@ -11,6 +11,7 @@ from django.test import RequestFactory, TestCase, override_settings
 from sesame_db.tokens import create_token
 from sesame_db.utils import (
     aget_user,
+    get_object_scope,
     get_parameters,
     get_query_string,
     get_token,
@@ -527,3 +528,122 @@ class TestStrUser(UtilsTestCase):
 class TestBigUser(UtilsTestCase):
     def test_get_user(self):
         self.assertEqual(get_user(self.get_request(get_token(self.user))), self.user)
+
+
+class TestExplicitToken(UtilsTestCase):
+    """get_user(request, token=...): a token from elsewhere than the query string."""
+
+    def test_request_and_token(self):
+        token = get_token(self.user)
+        with self.assertNumQueries(self.NUM_QUERIES):
+            user = get_user(self.get_request(), token=token)
+        self.assertEqual(user, self.user)
+        assert user is not None
+        self.assertEqual(user.backend, BACKEND)
+
+    def test_query_string_is_ignored(self):
+        other = self.create_user("jane", email="jane@example.com")
+        request = self.get_request(get_token(other))
+        self.assertEqual(get_user(request, token=get_token(self.user)), self.user)
+        self.assertIsNone(get_user(request, token="not a token"))
+
+    def test_none_request(self):
+        self.assertEqual(get_user(None, token=get_token(self.user)), self.user)
+
+    def test_scope_and_max_age(self):
+        token = get_token(self.user, "read")
+        self.assertEqual(get_user(self.get_request(), "read", token=token), self.user)
+        self.assertIsNone(get_user(self.get_request(), token=token))
+
+    def test_request_is_passed_to_the_backend(self):
+        request = self.get_request()
+        seen = []
+
+        def receiver(sender, credentials, request, **kwargs):
+            seen.append((credentials, request))
+
+        user_login_failed.connect(receiver)
+        self.addCleanup(user_login_failed.disconnect, receiver)
+        self.assertIsNone(get_user(request, token="not a token"))
+        [(credentials, seen_request)] = seen
+        self.assertIs(seen_request, request)
+        # The token is masked in failed login signals.
+        self.assertNotIn("not a token", str(credentials))
+
+    def test_type_errors(self):
+        token = get_token(self.user)
+        for value in ["a token", 42, {"sesame": token}]:
+            with self.subTest(value=value), self.assertRaises(TypeError) as cm:
+                get_user(value, token=token)
+        self.assertEqual(
+            str(cm.exception),
+            "get_user(..., token=...) expects an HttpRequest or None, got dict",
+        )
+        with self.assertRaises(TypeError) as cm:
+            get_user(self.get_request(), token=token.encode())  # type: ignore[arg-type]
+        self.assertEqual(str(cm.exception), "token must be a string, got bytes")
+
+    async def test_async(self):
+        token = get_token(self.user)
+        async with self.assertNumQueriesAsync(self.NUM_QUERIES):
+            user = await aget_user(self.get_request(), token=token)
+        self.assertEqual(user, self.user)
+        self.assertEqual(await aget_user(None, token=token), self.user)
+        self.assertIsNone(await aget_user(self.get_request(), token="not a token"))
+        with self.assertRaises(TypeError):
+            await aget_user("a token", token=token)
+
+
+class TestGetObjectScope(CreateUserMixin, TestCase):
+    def test_instance(self):
+        self.assertEqual(get_object_scope(self.user), f"auth.user:{self.user.pk}")
+
+    def test_model_and_primary_key(self):
+        User = type(self.user)
+        self.assertEqual(get_object_scope(User, 42), "auth.user:42")
+        self.assertEqual(get_object_scope(User, "{pk}"), "auth.user:{pk}")
+        self.assertEqual(
+            get_object_scope(User, "{pk}").format(pk=self.user.pk),
+            get_object_scope(self.user),
+        )
+
+    def test_action(self):
+        self.assertEqual(
+            get_object_scope(self.user, action="edit"), f"edit:auth.user:{self.user.pk}"
+        )
+        self.assertEqual(
+            get_object_scope(type(self.user), 7, action="Read-only_2"),
+            "Read-only_2:auth.user:7",
+        )
+
+    def test_bad_action(self):
+        for action in ["a:b", "a.b", "a b", "é"]:
+            with self.subTest(action=action), self.assertRaises(ValueError) as cm:
+                get_object_scope(self.user, action=action)
+        self.assertEqual(
+            str(cm.exception),
+            "action may contain only letters, digits, '_' and '-', not 'é'",
+        )
+
+    def test_unsaved_instance(self):
+        with self.assertRaisesMessage(
+            ValueError, "auth.User instance has no primary key: save it first"
+        ):
+            get_object_scope(type(self.user)(username="new"))
+
+    def test_model_without_primary_key(self):
+        with self.assertRaisesMessage(
+            ValueError, "get_object_scope(model) requires a primary key"
+        ):
+            get_object_scope(type(self.user))
+
+    def test_instance_and_primary_key(self):
+        with self.assertRaises(TypeError):
+            get_object_scope(self.user, 42)
+
+    def test_token_for_one_object(self):
+        other = self.create_user("jane", email="jane@example.com")
+        token = get_token(self.user, get_object_scope(other))
+        self.assertEqual(get_user(token, get_object_scope(other)), self.user)
+        self.assertIsNone(get_user(token, get_object_scope(self.user)))
+        self.assertIsNone(get_user(token, get_object_scope(other, action="edit")))

@@ -4,12 +4,20 @@ import datetime
 from urllib.parse import urlencode
 
 import time_machine
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
-from django.test import RequestFactory, TestCase, override_settings
+from django.db import connection
+from django.test import (
+    Client,
+    RequestFactory,
+    TestCase,
+    TransactionTestCase,
+    override_settings,
+)
 
-from sesame_db.utils import get_query_string, get_token
+from sesame_db.models import TokenEvent
+from sesame_db.utils import get_object_scope, get_query_string, get_token, issue_token
 from sesame_db.views import LoginView
 
 from .mixins import (
@@ -307,3 +315,145 @@ class TestLoginView(
             ImproperlyConfigured, "LoginView requires django.contrib.sessions"
         ):
             LoginView.as_view()(request)
+
+
+@override_settings(ROOT_URLCONF="tests.cbv_urls")
+class TestTokenAuthenticationMixin(AsyncNumQueriesMixin, CreateUserMixin, TestCase):
+    # A valid stateless token: 1. SELECT the user. The same as the decorator.
+    NUM_QUERIES = 1
+
+    def get(self, path, token=None, **kwargs):
+        return self.client.get(
+            path, {} if token is None else {"sesame": token}, **kwargs
+        )
+
+    def test_valid_token(self):
+        with self.assertNumQueries(self.NUM_QUERIES):
+            response = self.get("/user/", get_token(self.user))
+        self.assertContains(response, "john []")
+        # The user isn't logged in.
+        self.assertNotIn(SESSION_KEY, self.client.session)
+
+    def test_missing_or_invalid_token(self):
+        self.assertEqual(self.get("/user/").status_code, 403)
+        with self.assertNumQueries(0):
+            self.assertEqual(self.get("/user/", "junk").status_code, 403)
+
+    async def test_async_view(self):
+        response = await self.async_client.get(
+            "/auser/", {"sesame": get_token(self.user)}
+        )
+        self.assertContains(response, "john")
+        response = await self.async_client.get("/auser/", {"sesame": "junk"})
+        self.assertEqual(response.status_code, 403)
+
+    def test_not_required(self):
+        self.assertContains(self.get("/optional/", "junk"), "anonymous")
+        self.assertContains(self.get("/optional/", get_token(self.user)), "john")
+
+    def test_permanent(self):
+        self.assertContains(self.get("/permanent/", get_token(self.user)), "john")
+        self.assertEqual(self.client.session[SESSION_KEY], str(self.user.pk))
+
+    def test_no_override(self):
+        other = self.create_user("jane", email="jane@example.com")
+        self.client.force_login(other)
+        self.assertContains(self.get("/no-override/", get_token(self.user)), "jane")
+        self.assertContains(self.get("/user/", get_token(self.user)), "john")
+
+    @override_settings(SESAME_MAX_AGE=300)
+    def test_max_age(self):
+        with time_machine.travel(START, tick=False) as traveller:
+            token = get_token(self.user)
+            traveller.shift(120)
+            self.assertEqual(self.get("/user/", token).status_code, 200)
+            self.assertEqual(self.get("/max-age/", token).status_code, 403)
+
+    def test_scope_format(self):
+        token = get_token(self.user, "report:42")
+        self.assertContains(self.get("/report/42/", token), "john [('pk', 42)]")
+        self.assertEqual(self.get("/report/43/", token).status_code, 403)
+        self.assertEqual(self.get("/user/", token).status_code, 403)
+
+    def test_object_scope(self):
+        other = self.create_user("jane", email="jane@example.com")
+        token = get_token(self.user, get_object_scope(other))
+        self.assertContains(self.get(f"/users/{other.pk}/", token), "jane seen by john")
+        self.assertEqual(self.get(f"/users/{self.user.pk}/", token).status_code, 403)
+        # Not a link to edit it.
+        self.assertEqual(self.get(f"/users/{other.pk}/edit/", token).status_code, 403)
+
+    def test_get_scope(self):
+        edit = get_token(self.user, get_object_scope(self.user, action="edit"))
+        self.assertEqual(
+            self.get(f"/users/{self.user.pk}/edit/", edit).status_code, 200
+        )
+        self.assertEqual(self.get(f"/users/{self.user.pk}/", edit).status_code, 403)
+
+    def test_disallowed_method_does_not_use_the_token(self):
+        token, record = issue_token(self.user, max_uses=1)
+        response = self.client.post("/user/?" + urlencode({"sesame": token}))
+        self.assertEqual(response.status_code, 405)
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 0)
+        self.assertContains(self.get("/user/", token), "john")
+
+    def test_stored_token_is_audited(self):
+        token, record = issue_token(self.user, "report:7", max_uses=1)
+        self.assertEqual(
+            self.get("/report/7/", token, REMOTE_ADDR="192.0.2.5").status_code, 200
+        )
+        event = TokenEvent.objects.get(token=record, kind="used")
+        self.assertEqual(
+            (event.ip, event.path, event.scope), ("192.0.2.5", "/report/7/", "report:7")
+        )
+        self.assertEqual(self.get("/report/7/", token).status_code, 403)
+        rejected = TokenEvent.objects.get(token=record, kind="rejected")
+        self.assertEqual(rejected.reason, "used_up")
+
+    def test_confirm(self):
+        client = Client(enforce_csrf_checks=True)
+        token, record = issue_token(self.user, max_uses=1)
+        page = client.get("/confirmed/", {"sesame": token})
+        self.assertContains(page, 'method="post"')
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 0)
+        response = client.post(
+            "/confirmed/?" + urlencode({"sesame": token}),
+            {"csrfmiddlewaretoken": page.context["csrf_token"]},
+        )
+        self.assertContains(response, "confirmed john")
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
+
+    @override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": "sesame-db-mixin-tests",
+            }
+        },
+        SESAME_RATE_LIMIT={"failures": 1, "period": 60},
+    )
+    def test_rate_limited(self):
+        from django.core.cache import caches
+
+        caches["default"].clear()
+        self.assertEqual(self.get("/user/", "junk").status_code, 403)
+        self.assertEqual(self.get("/user/", get_token(self.user)).status_code, 429)
+
+
+@override_settings(ROOT_URLCONF="tests.cbv_urls")
+class TestTokenAuthenticationMixinAtomicRequests(CreateUserMixin, TransactionTestCase):
+    def test_failure_keeps_the_use(self):
+        connection.settings_dict["ATOMIC_REQUESTS"] = True
+        self.addCleanup(connection.settings_dict.__setitem__, "ATOMIC_REQUESTS", False)
+        client = Client(raise_request_exception=False)
+        token, record = issue_token(self.user, max_uses=1)
+        self.assertEqual(client.get("/fails/", {"sesame": token}).status_code, 500)
+        # The view's change was rolled back, the use of the link wasn't.
+        self.assertFalse(
+            get_user_model().objects.filter(username="created-by-view").exists()
+        )
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)

@@ -1,0 +1,190 @@
+"""
+Authenticate WebSocket connections with sesame_db tokens, with Django Channels or any ASGI server.
+
+The middleware and the helper are plain ASGI: they work with Channels'
+routing and consumers, which the ``channels`` extra installs, and don't
+import Channels themselves.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest
+
+from sesame_db.conf import conf
+from sesame_db.ratelimit import is_rate_limited
+from sesame_db.utils import aget_user
+
+__all__ = ["SesameAuthMiddleware", "authenticate_connection", "request_from_scope"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Close code sent when a token is required and missing or invalid: "policy
+# violation". Closing before accepting makes the server answer the handshake
+# with 403 Forbidden.
+POLICY_VIOLATION = 1008
+# Close code sent when the client is over SESAME_RATE_LIMIT: "try again later".
+TRY_AGAIN_LATER = 1013
+
+
+def request_from_scope(connection_scope: Scope) -> HttpRequest:
+    """
+    Make an :class:`~django.http.HttpRequest` that describes the client of an ASGI connection.
+
+    The audit trail records its client address, user agent and path, and
+    :data:`SESAME_RATE_LIMIT` counts failures by its client address, which
+    honours :data:`SESAME_TRUSTED_PROXIES`. Its method is ``GET``, that of a
+    WebSocket handshake, unless the scope has another. It has no query string
+    and no body.
+
+    """
+    request = HttpRequest()
+    request.method = str(connection_scope.get("method", "GET"))
+    request.path = request.path_info = str(connection_scope.get("path", ""))
+    client = connection_scope.get("client")
+    if client:
+        request.META["REMOTE_ADDR"] = client[0]
+    # As django.core.handlers.asgi.ASGIRequest does.
+    for name, value in connection_scope.get("headers", []):
+        key = name.decode("latin1").upper().replace("-", "_")
+        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            key = "HTTP_" + key
+        text = value.decode("latin1")
+        if key in request.META:
+            text = request.META[key] + "," + text
+        request.META[key] = text
+    return request
+
+
+def _query_token(connection_scope: Scope) -> str | None:
+    query_string = connection_scope.get("query_string", b"")
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin1")
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name == conf.TOKEN_NAME:
+            return str(value)
+    return None
+
+
+async def authenticate_connection(
+    connection_scope: Scope,
+    token: str,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+) -> AbstractBaseUser | None:
+    """
+    Authenticate an open connection with ``token``, received for example in its first message.
+
+    Return the user, or :obj:`None` if the token is invalid. When it's
+    valid, also set ``connection_scope["user"]``, as Channels'
+    ``AuthMiddleware`` does, so that ``self.scope["user"]`` is the user in
+    the consumer from then on. ``scope`` and ``max_age`` are those of
+    :func:`~sesame_db.utils.get_user`.
+
+    The token goes through :func:`~sesame_db.utils.aget_user` with a request
+    made by :func:`request_from_scope`, so stored tokens are counted, limited
+    and audited with the client's address. Keeping the token out of the URL
+    keeps it out of server logs.
+
+    """
+    user = await aget_user(
+        request_from_scope(connection_scope), scope, max_age, token=token
+    )
+    if user is not None:
+        connection_scope["user"] = user
+    return user
+
+
+class SesameAuthMiddleware:
+    """
+    ASGI middleware that authenticates WebSocket connections with a token in their URL.
+
+    It reads the token from the :data:`SESAME_TOKEN_NAME` parameter of the
+    query string of a WebSocket connection and sets ``scope["user"]`` to its
+    user, or to an :class:`~django.contrib.auth.models.AnonymousUser` when
+    the token is invalid. Without a token, it leaves ``scope["user"]`` as
+    it is, for example set by Channels' ``AuthMiddlewareStack`` from the
+    session, or else sets an anonymous user. Other connections, such as HTTP
+    requests, pass through.
+
+    Wrap the WebSocket application with it; inside Channels'
+    ``AuthMiddlewareStack``, a token overrides the user of the session:
+
+    .. code-block:: python
+
+        from channels.auth import AuthMiddlewareStack
+        from channels.routing import ProtocolTypeRouter, URLRouter
+        from sesame_db.contrib.channels import SesameAuthMiddleware
+
+        application = ProtocolTypeRouter({
+            "http": django_asgi_app,
+            "websocket": AuthMiddlewareStack(
+                SesameAuthMiddleware(URLRouter(websocket_urlpatterns), scope="chat")
+            ),
+        })
+
+    ``scope`` is the :ref:`scope <scoped-tokens>` that tokens must have,
+    not to be confused with the ASGI connection scope, and ``max_age``
+    overrides :data:`SESAME_MAX_AGE`. With ``required=True``, a connection
+    without a valid token is closed before it's accepted, which the server
+    answers with 403 Forbidden; the application doesn't see it.
+
+    The user isn't logged in: the token authenticates this connection only.
+
+    """
+
+    def __init__(
+        self,
+        inner: ASGIApp,
+        scope: str = "",
+        *,
+        max_age: float | datetime.timedelta | None = None,
+        required: bool = False,
+    ) -> None:
+        self.inner = inner
+        # Not self.scope: in ASGI, "scope" is the connection.
+        self.token_scope = scope
+        self.max_age = max_age
+        self.required = required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.inner(scope, receive, send)
+            return
+        # Don't change the scope of the caller.
+        scope = dict(scope)
+        token = _query_token(scope)
+        user: AbstractBaseUser | None = None
+        request = None
+        if token is not None:
+            request = request_from_scope(scope)
+            user = await aget_user(request, self.token_scope, self.max_age, token=token)
+            scope["user"] = user if user is not None else AnonymousUser()
+        else:
+            scope.setdefault("user", AnonymousUser())
+        if self.required and user is None:
+            await self.deny(receive, send, rate_limited=is_rate_limited(request))
+            return
+        await self.inner(scope, receive, send)
+
+    @staticmethod
+    async def deny(receive: Receive, send: Send, *, rate_limited: bool) -> None:
+        """Refuse the WebSocket handshake: the server answers 403 Forbidden."""
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": TRY_AGAIN_LATER if rate_limited else POLICY_VIOLATION,
+                }
+            )

@@ -1,0 +1,118 @@
+"""
+Authenticate Django REST framework requests with sesame_db tokens.
+
+This module requires the ``drf`` extra: ``pip install 'django-sesame-db[drf]'``.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
+from rest_framework.authentication import (
+    BaseAuthentication,
+    get_authorization_header,
+)
+
+from sesame_db.conf import conf
+from sesame_db.ratelimit import is_rate_limited, retry_after
+from sesame_db.utils import get_user
+
+__all__ = ["SesameTokenAuthentication"]
+
+
+# rest_framework has no type annotations.
+class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
+    """
+    Authenticate API requests with a token, like a magic link does.
+
+    The client sends the token in the ``Authorization`` header::
+
+        Authorization: Sesame <token>
+
+    or in the :data:`SESAME_TOKEN_NAME` query string parameter, as in a link.
+    The header wins when both are present. Add the class to the
+    ``DEFAULT_AUTHENTICATION_CLASSES`` of ``REST_FRAMEWORK``, or to the
+    ``authentication_classes`` of a view.
+
+    A request without a token isn't authenticated by this class, so other
+    authentication classes get their turn. An invalid token is answered with
+    401 Unauthorized and a ``WWW-Authenticate: Sesame`` header; a client over
+    :data:`SESAME_RATE_LIMIT` gets 429 Too Many Requests.
+
+    The token goes through :func:`~sesame_db.utils.get_user`, like tokens in
+    links: stored tokens are counted, limited and audited, with the request's
+    client address and path.
+
+    Subclass it to change its attributes:
+
+    ``keyword``
+        The authentication scheme in the ``Authorization`` header,
+        ``"Sesame"`` by default; matched case-insensitively.
+    ``scope``
+        The :ref:`scope <scoped-tokens>` that tokens must have, ``""`` by
+        default.
+    ``max_age``
+        Overrides :data:`SESAME_MAX_AGE` when set.
+    ``allow_query_string``
+        Whether to accept a token in the query string, :obj:`True` by
+        default. Query strings end up in server logs; prefer the header
+        for API clients.
+
+    ``request.auth`` is :obj:`None`: the token isn't kept once checked.
+
+    """
+
+    keyword: str = "Sesame"
+    scope: str = ""
+    max_age: float | datetime.timedelta | None = None
+    allow_query_string: bool = True
+
+    def authenticate(self, request: Any) -> tuple[AbstractBaseUser, None] | None:
+        """
+        Return ``(user, None)`` for a valid token, :obj:`None` without a token.
+
+        Raise :exc:`~rest_framework.exceptions.AuthenticationFailed` for an
+        invalid token, and :exc:`~rest_framework.exceptions.Throttled` when
+        the client is over :data:`SESAME_RATE_LIMIT`.
+
+        """
+        # The Django request: the audit trail records its client and path.
+        django_request: HttpRequest = getattr(request, "_request", request)
+        token = self.get_header_token(request)
+        if token is not None:
+            user = get_user(django_request, self.scope, self.max_age, token=token)
+        elif self.allow_query_string and conf.TOKEN_NAME in django_request.GET:
+            user = get_user(django_request, self.scope, self.max_age)
+        else:
+            return None
+        if user is None:
+            if is_rate_limited(django_request):
+                raise exceptions.Throttled(wait=retry_after())
+            raise exceptions.AuthenticationFailed(_("Invalid or expired token."))
+        return (user, None)
+
+    def get_header_token(self, request: Any) -> str | None:
+        """Return the token of the ``Authorization`` header, or :obj:`None` if it has another scheme."""
+        auth = get_authorization_header(request).split()
+        if not auth or auth[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(auth) != 2:
+            raise exceptions.AuthenticationFailed(
+                _("Invalid Sesame header: expected one token, without spaces.")
+            )
+        try:
+            return str(auth[1].decode("ascii"))
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed(
+                _("Invalid Sesame header: the token contains invalid characters.")
+            ) from None
+
+    def authenticate_header(self, request: Any) -> str:
+        """Return the ``WWW-Authenticate`` header of 401 responses: the ``keyword``."""
+        return self.keyword

@@ -1,0 +1,175 @@
+"""
+Rate limiting of failed token checks: :data:`SESAME_RATE_LIMIT`.
+
+Failed attempts are counted in Django's cache, per client IP address and per
+stored link, by the authentication backend only: this module is the one place
+that counts them. When a counter reaches the limit, the backend rejects
+further attempts with :attr:`~sesame_db.exceptions.Reason.RATE_LIMITED`
+before any query, and marks the request so that views can answer 429 Too Many
+Requests.
+
+Counters use a fixed window: the first failure starts it, and it lasts the
+configured period. Successful attempts don't reset counters, so a client
+can't clear its record with a link of its own.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import math
+from typing import Any
+
+from django.core.cache import BaseCache, caches
+from django.http import HttpRequest, HttpResponse
+
+from .conf import conf
+from .exceptions import InvalidToken, Reason
+from .store import client_ip
+
+__all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
+
+# Set on a request whose token was rejected for going over the limit.
+_FLAG = "_sesame_db_rate_limited"
+
+
+def _limits() -> tuple[int, float] | None:
+    setting = conf.RATE_LIMIT
+    if setting is None:
+        return None
+    period = setting["period"]
+    if isinstance(period, datetime.timedelta):
+        period = period.total_seconds()
+    return int(setting["failures"]), float(period)
+
+
+def retry_after() -> int:
+    """Return the period of :data:`SESAME_RATE_LIMIT` in whole seconds, for a ``Retry-After`` header."""
+    limits = _limits()
+    return 0 if limits is None else math.ceil(limits[1])
+
+
+def is_rate_limited(request: HttpRequest | None) -> bool:
+    """
+    Tell whether the token of ``request`` was rejected because of :data:`SESAME_RATE_LIMIT`.
+
+    :func:`~sesame_db.decorators.authenticate`,
+    :class:`~sesame_db.views.LoginView` and
+    :class:`~sesame_db.contrib.rest_framework.SesameTokenAuthentication` use
+    it to answer 429 Too Many Requests rather than 403 or 401, after
+    :func:`~sesame_db.utils.get_user` returned :obj:`None`.
+
+    """
+    return bool(getattr(request, _FLAG, False))
+
+
+def rate_limited_response() -> HttpResponse:
+    """Return a 429 Too Many Requests response with a ``Retry-After`` header."""
+    return HttpResponse(
+        "Too many failed attempts. Try again later.\n",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+        headers={"Retry-After": str(retry_after())},
+    )
+
+
+def _client(request: HttpRequest | None) -> str | None:
+    if request is None or not hasattr(request, "META"):
+        return None
+    ip = client_ip(request)
+    if ip is None:
+        return None
+    address = ipaddress.ip_address(ip)
+    if address.version == 6:
+        # A client usually has a whole /64: count them together.
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return ip
+
+
+def _keys(request: HttpRequest | None, token_id: int | None) -> list[str]:
+    keys = []
+    client = _client(request)
+    if client is not None:
+        keys.append(f"sesame_db:failures:ip:{client}")
+    if token_id is not None:
+        keys.append(f"sesame_db:failures:link:{token_id}")
+    return keys
+
+
+def _cache() -> BaseCache:
+    return caches[conf.RATE_LIMIT_CACHE]
+
+
+def _over(counts: dict[str, Any], failures: int) -> bool:
+    return any(int(count) >= failures for count in counts.values())
+
+
+def _reject(request: HttpRequest | None, token_id: int | None) -> InvalidToken:
+    if request is not None:
+        setattr(request, _FLAG, True)
+    if token_id is None:
+        return InvalidToken(Reason.RATE_LIMITED, "Rate limited: too many failures")
+    return InvalidToken(
+        Reason.RATE_LIMITED,
+        "Rate limited: too many failures for stored token %d or its client",
+        token_id,
+        token_id=token_id,
+    )
+
+
+def check(request: HttpRequest | None, token_id: int | None) -> None:
+    """
+    Raise :exc:`~sesame_db.exceptions.InvalidToken` if the client of ``request`` or link ``token_id`` is over the limit.
+
+    ``token_id`` must come from a token whose MAC is valid.
+
+    """
+    limits = _limits()
+    if limits is None:
+        return
+    keys = _keys(request, token_id)
+    if keys and _over(_cache().get_many(keys), limits[0]):
+        raise _reject(request, token_id)
+
+
+async def acheck(request: HttpRequest | None, token_id: int | None) -> None:
+    """See :func:`check`."""
+    limits = _limits()
+    if limits is None:
+        return
+    keys = _keys(request, token_id)
+    if keys and _over(await _cache().aget_many(keys), limits[0]):
+        raise _reject(request, token_id)
+
+
+def count_failure(request: HttpRequest | None, exc: InvalidToken) -> None:
+    """Count the failed attempt ``exc``, for its client and, when authentic, its link."""
+    limits = _limits()
+    if limits is None or exc.reason == Reason.RATE_LIMITED:
+        return
+    cache = _cache()
+    timeout = limits[1]
+    for key in _keys(request, exc.token_id):
+        # add() starts the window; incr() keeps its expiry on caches with an
+        # atomic increment (Redis, Memcached, local memory).
+        cache.add(key, 0, timeout)
+        try:
+            cache.incr(key)
+        except ValueError:  # The window ended between add() and incr().
+            cache.set(key, 1, timeout)
+
+
+async def acount_failure(request: HttpRequest | None, exc: InvalidToken) -> None:
+    """See :func:`count_failure`."""
+    limits = _limits()
+    if limits is None or exc.reason == Reason.RATE_LIMITED:
+        return
+    cache = _cache()
+    timeout = limits[1]
+    for key in _keys(request, exc.token_id):
+        await cache.aadd(key, 0, timeout)
+        try:
+            await cache.aincr(key)
+        except ValueError:  # The window ended between add() and incr().
+            await cache.aset(key, 1, timeout)

@@ -1,0 +1,369 @@
+from __future__ import annotations
+
+import datetime
+
+import time_machine
+from django.core.cache import caches
+from django.test import RequestFactory, TestCase, override_settings
+
+from sesame_db import ratelimit
+from sesame_db.exceptions import InvalidToken, Reason
+from sesame_db.models import TokenEvent
+from sesame_db.signals import token_rejected
+from sesame_db.utils import aget_user, get_token, get_user, issue_token
+
+from .mixins import AsyncNumQueriesMixin, CreateUserMixin, tamper
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "sesame-db-rate-limit-tests",
+    },
+    "other": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "sesame-db-rate-limit-tests-other",
+    },
+}
+LIMIT = {"failures": 3, "period": 60}
+START = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+class Rejections:
+    """Collect the reasons sent with token_rejected."""
+
+    def __init__(self, test_case):
+        self.reasons = []
+        token_rejected.connect(self.receive)
+        test_case.addCleanup(token_rejected.disconnect, self.receive)
+
+    def receive(self, sender, reason, token_id, **kwargs):
+        self.reasons.append((reason, token_id))
+
+
+@override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT)
+class RateLimitTestCase(AsyncNumQueriesMixin, CreateUserMixin, TestCase):
+    # A client over the limit is rejected before any query.
+    LIMITED_QUERIES = 0
+    # A stored link over the limit: 1. INSERT the "rejected" event, the
+    # user from a subquery on the token; no SELECT of the token.
+    LIMITED_LINK_QUERIES = 1
+
+    def setUp(self):
+        super().setUp()
+        for alias in CACHES:
+            caches[alias].clear()
+        self.factory = RequestFactory()
+
+    def request(self, ip="192.0.2.1", **extra):
+        return self.factory.get("/", REMOTE_ADDR=ip, **extra)
+
+    def fail_times(self, times, ip="192.0.2.1", token="not a token"):
+        for _ in range(times):
+            self.assertIsNone(get_user(self.request(ip), token=token))
+
+
+class ClientLimitTests(RateLimitTestCase):
+    def test_failures_below_the_limit(self):
+        self.fail_times(2)
+        self.assertEqual(
+            get_user(self.request(), token=get_token(self.user)), self.user
+        )
+
+    def test_limit_reached(self):
+        self.fail_times(3)
+        rejections = Rejections(self)
+        request = self.request()
+        with self.assertNumQueries(self.LIMITED_QUERIES):
+            self.assertIsNone(get_user(request, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+        self.assertEqual(rejections.reasons, [(Reason.RATE_LIMITED, None)])
+
+    def test_other_clients_are_not_limited(self):
+        self.fail_times(3)
+        request = self.request("192.0.2.2")
+        self.assertEqual(get_user(request, token=get_token(self.user)), self.user)
+        self.assertFalse(ratelimit.is_rate_limited(request))
+
+    def test_any_token_gets_the_same_answer(self):
+        self.fail_times(3)
+        stored, _ = issue_token(self.user)
+        for token in [get_token(self.user), stored, tamper(stored), "~", "junk"]:
+            with self.subTest(token=token):
+                request = self.request()
+                self.assertIsNone(get_user(request, token=token))
+                self.assertTrue(ratelimit.is_rate_limited(request))
+
+    def test_query_string(self):
+        self.fail_times(3)
+        request = self.factory.get(
+            "/", {"sesame": get_token(self.user)}, REMOTE_ADDR="192.0.2.1"
+        )
+        self.assertIsNone(get_user(request))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+
+    def test_window_ends(self):
+        with time_machine.travel(START, tick=False) as traveller:
+            self.fail_times(3)
+            self.assertIsNone(get_user(self.request(), token=get_token(self.user)))
+            traveller.shift(61)
+            self.assertEqual(
+                get_user(self.request(), token=get_token(self.user)), self.user
+            )
+
+    def test_rate_limited_attempts_do_not_extend_the_window(self):
+        with time_machine.travel(START, tick=False) as traveller:
+            self.fail_times(3)
+            traveller.shift(50)
+            self.fail_times(10)
+            traveller.shift(11)
+            self.assertEqual(
+                get_user(self.request(), token=get_token(self.user)), self.user
+            )
+
+    def test_success_does_not_reset(self):
+        self.fail_times(2)
+        self.assertEqual(
+            get_user(self.request(), token=get_token(self.user)), self.user
+        )
+        self.fail_times(1)
+        self.assertIsNone(get_user(self.request(), token=get_token(self.user)))
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 3, "period": datetime.timedelta(minutes=1)}
+    )
+    def test_period_timedelta(self):
+        with time_machine.travel(START, tick=False) as traveller:
+            self.fail_times(3)
+            traveller.shift(59)
+            self.assertIsNone(get_user(self.request(), token=get_token(self.user)))
+            traveller.shift(2)
+            self.assertEqual(
+                get_user(self.request(), token=get_token(self.user)), self.user
+            )
+        self.assertEqual(ratelimit.retry_after(), 60)
+
+    def test_ipv6_clients_are_counted_by_64_prefix(self):
+        self.fail_times(3, ip="2001:db8::1")
+        request = self.request("2001:db8::ffff:1")
+        self.assertIsNone(get_user(request, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+        self.assertEqual(
+            get_user(self.request("2001:db8:0:1::1"), token=get_token(self.user)),
+            self.user,
+        )
+
+    @override_settings(SESAME_TRUSTED_PROXIES=1)
+    def test_trusted_proxies(self):
+        for _ in range(3):
+            get_user(
+                self.request("10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.7"),
+                token="junk",
+            )
+        limited = self.request("10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.7")
+        self.assertIsNone(get_user(limited, token=get_token(self.user)))
+        other = self.request("10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.8")
+        self.assertEqual(get_user(other, token=get_token(self.user)), self.user)
+
+    def test_request_without_address(self):
+        for _ in range(5):
+            get_user(self.factory.get("/", REMOTE_ADDR=""), token="junk")
+        self.assertEqual(
+            get_user(self.factory.get("/", REMOTE_ADDR=""), token=get_token(self.user)),
+            self.user,
+        )
+
+    def test_without_request(self):
+        for _ in range(5):
+            self.assertIsNone(get_user("junk"))
+        self.assertEqual(get_user(get_token(self.user)), self.user)
+
+    @override_settings(SESAME_RATE_LIMIT_CACHE="other")
+    def test_cache_alias(self):
+        self.fail_times(3)
+        self.assertEqual(len(caches["other"]._cache), 1)  # type: ignore[attr-defined]
+        self.assertEqual(len(caches["default"]._cache), 0)  # type: ignore[attr-defined]
+
+    @override_settings(SESAME_RATE_LIMIT=None)
+    def test_off(self):
+        self.fail_times(10)
+        self.assertEqual(
+            get_user(self.request(), token=get_token(self.user)), self.user
+        )
+        self.assertEqual(len(caches["default"]._cache), 0)  # type: ignore[attr-defined]
+        self.assertEqual(ratelimit.retry_after(), 0)
+
+    async def test_async(self):
+        for _ in range(3):
+            self.assertIsNone(await aget_user(self.request(), token="junk"))
+        request = self.request()
+        async with self.assertNumQueriesAsync(self.LIMITED_QUERIES):
+            self.assertIsNone(await aget_user(request, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+        self.assertEqual(
+            await aget_user(self.request("192.0.2.2"), token=get_token(self.user)),
+            self.user,
+        )
+
+
+class LinkLimitTests(RateLimitTestCase):
+    def test_failures_of_one_link_from_many_clients(self):
+        token, record = issue_token(self.user, scope="report:1")
+        for i in range(3):
+            # Wrong scope: rejected by the token alone, attributed to the link.
+            self.assertIsNone(get_user(self.request(f"192.0.2.{i + 10}"), token=token))
+        request = self.request("192.0.2.99")
+        with self.assertNumQueries(self.LIMITED_LINK_QUERIES):
+            self.assertIsNone(get_user(request, "report:1", token=token))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+        event = TokenEvent.objects.filter(token=record).latest("pk")
+        self.assertEqual((event.kind, event.reason), ("rejected", "rate_limited"))
+        self.assertEqual(event.user_id, self.user.pk)
+        self.assertEqual(event.ip, "192.0.2.99")
+
+    @override_settings(SESAME_AUDIT=False)
+    def test_without_audit(self):
+        token, _ = issue_token(self.user, scope="report:1")
+        for _ in range(3):
+            get_user(token)
+        with self.assertNumQueries(0):
+            self.assertIsNone(get_user(token, "report:1"))
+
+    def test_revoked_link(self):
+        token, record = issue_token(self.user)
+        record.revoke()
+        for _ in range(3):
+            self.assertIsNone(get_user(token))
+        rejections = Rejections(self)
+        with (
+            self.captureOnCommitCallbacks(execute=True),
+            self.assertNumQueries(self.LIMITED_LINK_QUERIES),
+        ):
+            self.assertIsNone(get_user(token))
+        self.assertEqual(rejections.reasons, [(Reason.RATE_LIMITED, record.pk)])
+
+    def test_other_links_are_not_limited(self):
+        token, _ = issue_token(self.user, scope="a")
+        for _ in range(3):
+            get_user(token)
+        other, _ = issue_token(self.user)
+        self.assertEqual(get_user(other), self.user)
+
+    def test_forgeries_are_not_attributed_to_the_link(self):
+        token, _ = issue_token(self.user)
+        for i in range(5):
+            get_user(self.request(f"192.0.2.{i + 10}"), token=tamper(token))
+        self.assertEqual(get_user(self.request(), token=token), self.user)
+
+    def test_client_limit_applies_to_links(self):
+        self.fail_times(3)
+        token, record = issue_token(self.user)
+        with self.assertNumQueries(self.LIMITED_LINK_QUERIES):
+            self.assertIsNone(get_user(self.request(), token=token))
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 0)
+        self.assertTrue(
+            TokenEvent.objects.filter(token=record, reason="rate_limited").exists()
+        )
+
+    async def test_async(self):
+        token, record = await issue_token_async(self.user, scope="a")
+        for _ in range(3):
+            self.assertIsNone(await aget_user(token))
+        self.assertIsNone(await aget_user(token, "a"))
+        self.assertTrue(
+            await TokenEvent.objects.filter(
+                token_id=record.pk, reason="rate_limited"
+            ).aexists()
+        )
+
+
+async def issue_token_async(user, **kwargs):
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(issue_token)(user, **kwargs)
+
+
+class CountFailureTests(RateLimitTestCase):
+    def test_window_ended_between_add_and_incr(self):
+        cache = caches["default"]
+        exc = InvalidToken(Reason.MALFORMED, "Bad token")
+        original = cache.incr
+        calls: list[str] = []
+
+        def incr(key, delta=1, version=None):
+            if not calls:
+                calls.append(key)
+                cache.delete(key)
+            return original(key, delta, version)
+
+        cache.incr = incr  # type: ignore[method-assign]
+        self.addCleanup(delattr, cache, "incr")
+        ratelimit.count_failure(self.request(), exc)
+        self.assertEqual(cache.get("sesame_db:failures:ip:192.0.2.1"), 1)
+
+    async def test_window_ended_between_add_and_incr_async(self):
+        cache = caches["default"]
+        exc = InvalidToken(Reason.MALFORMED, "Bad token")
+
+        async def aincr(key, delta=1, version=None):
+            raise ValueError(key)
+
+        cache.aincr = aincr  # type: ignore[method-assign]
+        self.addCleanup(delattr, cache, "aincr")
+        await ratelimit.acount_failure(self.request(), exc)
+        self.assertEqual(cache.get("sesame_db:failures:ip:192.0.2.1"), 1)
+
+
+@override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT, ROOT_URLCONF="tests.urls")
+class ResponseTests(RateLimitTestCase):
+    def fail_here(self):
+        for _ in range(3):
+            self.client.get("/decorated/", {"sesame": "junk"})
+
+    def assertTooManyRequests(self, response):
+        self.assertEqual(response.status_code, 429)
+        self.assertEqual(response["Retry-After"], "60")
+
+    def test_decorator(self):
+        self.fail_here()
+        response = self.client.get("/decorated/", {"sesame": get_token(self.user)})
+        self.assertTooManyRequests(response)
+
+    async def test_async_decorator(self):
+        for _ in range(3):
+            await self.async_client.get("/adecorated/", {"sesame": "junk"})
+        response = await self.async_client.get(
+            "/adecorated/", {"sesame": get_token(self.user)}
+        )
+        self.assertTooManyRequests(response)
+
+    def test_decorator_not_required(self):
+        self.fail_here()
+        response = self.client.get("/optional/", {"sesame": get_token(self.user)})
+        self.assertContains(response, "anonymous")
+
+    def test_login_view(self):
+        self.fail_here()
+        response = self.client.get("/login/", {"sesame": get_token(self.user)})
+        self.assertTooManyRequests(response)
+
+    def test_invalid_token_below_the_limit_is_403(self):
+        self.assertEqual(
+            self.client.get("/decorated/", {"sesame": "junk"}).status_code, 403
+        )
+        self.assertEqual(
+            self.client.get("/login/", {"sesame": "junk"}).status_code, 403
+        )
+
+    @override_settings(
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "sesame_db.middleware.AuthenticationMiddleware",
+        ]
+    )
+    def test_middleware_goes_on_anonymously(self):
+        self.fail_here()
+        response = self.client.get("/user/", {"sesame": get_token(self.user)})
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "anonymous")
