@@ -26,18 +26,29 @@ def _days(value: str) -> datetime.timedelta:
 
 
 def delete_in_batches(queryset: QuerySet[Any], batch_size: int) -> int:
-    """Delete the rows of ``queryset`` in batches of primary keys; memory stays flat."""
-    db = router.db_for_write(queryset.model)
-    deleted = 0
+    """
+    Delete the rows of ``queryset`` in batches of ``batch_size`` rows.
+
+    Each batch is bounded by primary keys, found with one query that returns
+    a single key, rather than listed: memory stays flat and statements stay
+    short. Each DELETE keeps the conditions of ``queryset``.
+
+    """
+    queryset = queryset.using(router.db_for_write(queryset.model)).order_by("pk")
+    deleted, last = 0, None
     while True:
-        pks = list(
-            queryset.using(db).order_by("pk").values_list("pk", flat=True)[:batch_size]
-        )
-        if not pks:
-            return deleted
+        pending = queryset if last is None else queryset.filter(pk__gt=last)
+        boundary = pending.values_list("pk", flat=True)[
+            batch_size - 1 : batch_size
+        ].first()
         # The models have no cascades or delete signals: one DELETE per batch.
-        count, _ = queryset.model._default_manager.using(db).filter(pk__in=pks).delete()
+        count, _ = (
+            pending if boundary is None else pending.filter(pk__lte=boundary)
+        ).delete()
         deleted += count
+        if boundary is None:
+            return deleted
+        last = boundary
 
 
 class Command(BaseCommand):
