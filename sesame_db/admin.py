@@ -890,6 +890,20 @@ def _user_search_fields(model: type[Model]) -> list[str]:
 # The audit trail.
 
 
+def _token_change_link(admin_site: admin.AdminSite, pk: int) -> str:
+    """Link to the change page of issued link ``pk``, or its id where ``admin_site`` doesn't register it."""
+    opts = IssuedToken._meta
+    try:
+        url = reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_change",
+            args=[quote(pk)],
+            current_app=admin_site.name,
+        )
+    except NoReverseMatch:
+        return f"#{pk}"
+    return format_html('<a href="{}">#{}</a>', url, pk)
+
+
 @admin.register(TokenEvent)
 class TokenEventAdmin(_ModelAdmin):
     """
@@ -977,16 +991,7 @@ class TokenEventAdmin(_ModelAdmin):
             return ""
         if obj.token is None:
             return gettext("#%(id)s (deleted)") % {"id": obj.token_id}
-        opts = IssuedToken._meta
-        try:
-            url = reverse(
-                f"admin:{opts.app_label}_{opts.model_name}_change",
-                args=[quote(obj.token_id)],
-                current_app=self.admin_site.name,
-            )
-        except NoReverseMatch:
-            return f"#{obj.token_id}"
-        return format_html('<a href="{}">#{}</a>', url, obj.token_id)
+        return _token_change_link(self.admin_site, obj.token_id)
 
     @admin.display(description=_("user"))
     def event_user(self, obj: TokenEvent) -> str:
@@ -1054,16 +1059,7 @@ class IssuedTokenInline(_LinkColumns, _TabularInline):
 
     @admin.display(description=_("link"))
     def link(self, obj: IssuedToken) -> str:
-        opts = self.opts
-        try:
-            url = reverse(
-                f"admin:{opts.app_label}_{opts.model_name}_change",
-                args=[quote(obj.pk)],
-                current_app=self.admin_site.name,
-            )
-        except NoReverseMatch:
-            return f"#{obj.pk}"
-        return format_html('<a href="{}">#{}</a>', url, obj.pk)
+        return _token_change_link(self.admin_site, obj.pk)
 
 
 class IssuedTokenUserAdminMixin(_UserAdminBase):
