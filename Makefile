@@ -11,7 +11,7 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 
 # Tox environments that `make test` runs; override with `make test TOXENV=py313-django61`.
-TOXENV ?= py311-django52-sqlite,py311-django52-postgresql,py312-django61-sqlite,py312-django61-postgresql,ruff,mypy,docs,package
+TOXENV ?= py310-django52-sqlite,py311-django52-sqlite,py311-django52-postgresql,py312-django61-sqlite,py312-django61-postgresql,py313-django60-postgresql,ruff,mypy,docs,package
 # More arguments for tox, e.g. `make test TOXENV=py311-django52 TOX_ARGS="-- -k scope"`.
 TOX_ARGS ?=
 

@@ -1084,8 +1084,18 @@ class IssuedTokenUserAdminMixin(_UserAdminBase):
             inlines.append(self.issued_token_inline)
         return inlines
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions: dict[str, Any] = super().get_actions(request)
+    def get_actions(
+        self, request: HttpRequest, action_location: Any = None
+    ) -> dict[str, Any]:
+        # Django 6.1 passes action_location, the change list or the change
+        # form; earlier versions don't have it. Revoking belongs to the list.
+        actions: dict[str, Any]
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg]
+            if getattr(action_location, "value", action_location) != "CHANGE_LIST":
+                return actions
         if getattr(self, "actions", None) is None or IS_POPUP_VAR in request.GET:
             return actions
         if self.has_revoke_links_permission(request):
