@@ -10,9 +10,9 @@
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 
-# Tox environments that `make test` runs; override with `make test TOXENV=py313-django61`.
+# Tox environments that `make test` runs; override with `make test TOXENV=py313-django61-sqlite`.
 TOXENV ?= py310-django52-sqlite,py311-django52-sqlite,py311-django52-postgresql,py312-django61-sqlite,py312-django61-postgresql,py313-django60-postgresql,ruff,mypy,docs,package
-# More arguments for tox, e.g. `make test TOXENV=py311-django52 TOX_ARGS="-- -k scope"`.
+# More arguments for tox, e.g. `make test TOXENV=py311-django52-sqlite TOX_ARGS="-- -k scope"`.
 TOX_ARGS ?=
 
 # Python used to create .venv; empty means the first of python3.11 and python3 that is 3.11 or later.
