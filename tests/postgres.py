@@ -15,6 +15,7 @@ existing server instead.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import glob
 import os
 import pwd
@@ -52,27 +53,96 @@ def _run(args: list[str], user: str | None) -> None:
         )
 
 
-def start_cluster() -> str:
-    """Start a cluster and return the directory of its socket."""
+@dataclasses.dataclass
+class Cluster:
+    """A PostgreSQL cluster in a temporary directory, run by ``user`` (or the current user)."""
+
+    bindir: str
+    base: str
+    user: str | None
+
+    @property
+    def data(self) -> str:
+        return os.path.join(self.base, "data")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.base, "log")
+
+    @property
+    def socket_dir(self) -> str:
+        return self.base
+
+    def pg_ctl(self, *args: str) -> None:
+        _run(
+            [
+                os.path.join(self.bindir, "pg_ctl"),
+                "-D",
+                self.data,
+                "-l",
+                self.log,
+                *args,
+            ],
+            self.user,
+        )
+
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server: ``fast`` aborts open transactions and closes every connection."""
+        # pg_ctl restart reuses the options of the last start (postmaster.opts).
+        self.pg_ctl("-m", mode, "-w", "restart")
+
+    def destroy(self) -> None:
+        subprocess.run(
+            (["runuser", "-u", self.user, "--"] if self.user else [])
+            + [
+                os.path.join(self.bindir, "pg_ctl"),
+                "-D",
+                self.data,
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _server_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise Unavailable(
+            "running as root but there's no postgres user to run the server"
+        ) from None
+    return "postgres"
+
+
+def start_cluster(
+    *, port: int | None = None, settings: dict[str, str] | None = None
+) -> Cluster:
+    """
+    Start a cluster and return it; it's destroyed when the process exits.
+
+    It listens on a Unix socket in its directory and, if ``port`` is set, on
+    127.0.0.1:``port`` too. ``settings`` are more server settings
+    (``-c name=value``), for example ``shared_preload_libraries``.
+
+    """
     bindir = find_bindir()
-    user = None
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            raise Unavailable(
-                "running as root but there's no postgres user to run the server"
-            ) from None
-        user = "postgres"
+    user = _server_user()
     base = tempfile.mkdtemp(prefix="sesame_db_pg_")
     if user is not None:
         shutil.chown(base, user=user)
-    data = os.path.join(base, "data")
+    cluster = Cluster(bindir, base, user)
     _run(
         [
             os.path.join(bindir, "initdb"),
             "-D",
-            data,
+            cluster.data,
             "-U",
             "postgres",
             "--auth=trust",
@@ -82,41 +152,32 @@ def start_cluster() -> str:
         ],
         user,
     )
-    options = f"-k {base} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-    _run(
-        [
-            os.path.join(bindir, "pg_ctl"),
-            "-D",
-            data,
-            "-o",
-            options,
-            "-l",
-            os.path.join(base, "log"),
-            "-w",
-            "start",
-        ],
-        user,
-    )
+    options = {
+        "listen_addresses": "127.0.0.1" if port is not None else "",
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "100",
+        **({"port": str(port)} if port is not None else {}),
+        **(settings or {}),
+    }
+    arguments = " ".join(f"-c {name}='{value}'" for name, value in options.items())
+    atexit.register(cluster.destroy)
+    cluster.pg_ctl("-o", f"-k {base} {arguments}", "-w", "start")
+    return cluster
 
-    def stop() -> None:
-        subprocess.run(
-            (["runuser", "-u", user, "--"] if user else [])
-            + [
-                os.path.join(bindir, "pg_ctl"),
-                "-D",
-                data,
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(base, ignore_errors=True)
 
-    atexit.register(stop)
-    return base
+def current_cluster() -> Cluster | None:
+    """
+    Return the throwaway cluster that this test run started, or :obj:`None` for a given server.
+
+    Subprocesses of the tests find their parent's through SESAME_TEST_PGSOCKET.
+
+    """
+    socket_dir = os.environ.get("SESAME_TEST_PGSOCKET")
+    if not socket_dir or os.environ.get("SESAME_TEST_PGHOST"):
+        return None
+    return Cluster(find_bindir(), socket_dir, _server_user())
 
 
 def database_settings() -> dict[str, object]:
@@ -141,7 +202,7 @@ def database_settings() -> dict[str, object]:
     # subprocesses of the tests reuse the parent's.
     socket_dir = os.environ.get("SESAME_TEST_PGSOCKET")
     if not socket_dir:
-        socket_dir = start_cluster()
+        socket_dir = start_cluster().socket_dir
         os.environ["SESAME_TEST_PGSOCKET"] = socket_dir
     return {
         "ENGINE": "django.db.backends.postgresql",
