@@ -1,4 +1,17 @@
-"""Settings of the sesame_db demo site: embedded SQLite, console email. Not for production."""
+"""
+Settings of the sesame_db demo site: embedded SQLite, console email. Not for production.
+
+Environment variables switch it to a production-like setup for the load test
+(tests/benchmarks/load.py); unset, as with ``make demo``, nothing changes:
+
+- ``DEMO_DEBUG=0`` turns DEBUG off;
+- ``DEMO_PGHOST`` (with ``DEMO_PGPORT``, ``DEMO_PGDATABASE``, ``DEMO_PGUSER``,
+  ``DEMO_PGPASSWORD``) moves the database to PostgreSQL, with persistent
+  connections (``DEMO_CONN_MAX_AGE`` seconds, 600 by default) and health checks;
+- ``DEMO_SESAME_LOG_LEVEL`` sets the level of the ``sesame_db`` logger (DEBUG);
+- ``DEMO_URLCONF`` replaces the URLconf, to add views around the demo's.
+
+"""
 
 from __future__ import annotations
 
@@ -10,7 +23,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = os.environ.get(
     "DEMO_SECRET_KEY", "demo-only-secret-key-do-not-use-in-production"
 )
-DEBUG = True
+DEBUG = os.environ.get("DEMO_DEBUG", "1") != "0"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
@@ -39,7 +52,7 @@ AUTHENTICATION_BACKENDS = [
     "sesame_db.backends.ModelBackend",
 ]
 
-ROOT_URLCONF = "demo_site.urls"
+ROOT_URLCONF = os.environ.get("DEMO_URLCONF", "demo_site.urls")
 
 TEMPLATES = [
     {
@@ -56,12 +69,28 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
+DATABASES: dict[str, dict[str, object]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": BASE_DIR / "db.sqlite3",
     }
 }
+if os.environ.get("DEMO_PGHOST"):
+    # As a production site would: persistent connections, checked before
+    # each request's first query, so a database restart costs no 500s once
+    # it's back.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["DEMO_PGHOST"],
+            "PORT": os.environ.get("DEMO_PGPORT", ""),
+            "NAME": os.environ.get("DEMO_PGDATABASE", "sesame_demo"),
+            "USER": os.environ.get("DEMO_PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("DEMO_PGPASSWORD", ""),
+            "CONN_MAX_AGE": int(os.environ.get("DEMO_CONN_MAX_AGE", "600")),
+            "CONN_HEALTH_CHECKS": True,
+        }
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
@@ -80,5 +109,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"sesame_db": {"handlers": ["console"], "level": "DEBUG"}},
+    "loggers": {
+        "sesame_db": {
+            "handlers": ["console"],
+            "level": os.environ.get("DEMO_SESAME_LOG_LEVEL", "DEBUG"),
+        }
+    },
 }
