@@ -1,0 +1,1280 @@
+"""
+Load and soak the demo site with stored links, on PostgreSQL, under a multi-process server.
+
+Usage::
+
+    python -m tests.benchmarks.load [--quick] [--server gunicorn|uvicorn|both]
+        [--duration SECONDS] [--requests N] [--concurrency N] [--workers N]
+        [--links N] [--no-restart] [--seed N] [--json PATH]
+
+This script starts a throwaway PostgreSQL server with ``pg_stat_statements``
+(:func:`tests.postgres.start_cluster`, on 127.0.0.1), migrates the demo site
+(``demo/demo_site``, switched by environment variables to PostgreSQL, DEBUG
+off, persistent connections with health checks), creates users, issues
+stored links with various use limits and makes stateless links. Then, for
+each server, it starts the site under gunicorn's sync workers or uvicorn's
+ASGI workers and sends requests from an asyncio HTTP client, each with a
+unique ``User-Agent`` that the audit trail records:
+
+1. prepare: uses up some links before the run;
+2. stateless, stored: valid links of each kind, in alternating halves, for
+   throughput and latency side by side;
+3. forged: stored links with a wrong MAC, then stateless links with a wrong
+   signature, alone on the server, counting the statements that PostgreSQL
+   ran for each (``pg_stat_statements``);
+4. soak: a mix of valid, forged, wrong-scope, used-up and soon-revoked links
+   for ``--duration`` seconds; a third of the way in, the script revokes a
+   subset of the links; halfway, it restarts PostgreSQL.
+
+Finally it checks invariants against the database and the responses, prints
+them with their number of violations, writes every figure to
+``artifacts/load.json``, and exits with status 1 if any invariant is violated.
+Nothing asserts on time.
+
+It needs Django, django-model-utils, psycopg, gunicorn, uvicorn and Debian's
+postgresql package; ``make load`` installs the Python packages. pytest
+doesn't collect it.
+
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import dataclasses
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    from tests.postgres import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "demo"
+ARTIFACTS = ROOT / "artifacts"
+DATABASE = "sesame_load"
+USER_AGENT = "sesame-load/"  # followed by the number of the request
+TIMEOUT = 30.0  # seconds to wait for a response
+
+# What a request sends; the soak mixes them.
+STORED = "stored"  # a stored link, used until its limit
+HOT = "hot"  # a stored link with a low limit that many clients share
+REVOKED = "revoked"  # a stored link that the soak revokes
+EXHAUSTED = "exhausted"  # a stored link used up before the soak
+WRONG_SCOPE = "wrong scope"  # a stored link for another report
+UNLIMITED = "unlimited"  # a stored link without a limit, for the measured phase
+FORGED = "forged"  # a stored link with a wrong MAC
+STATELESS = "stateless"  # a stateless link
+FORGED_STATELESS = "forged stateless"  # a stateless link with a wrong signature
+
+# Stored links that identify a record: each use or rejection is audited.
+IDENTIFIABLE = {STORED, HOT, REVOKED, EXHAUSTED, WRONG_SCOPE, UNLIMITED}
+
+SOAK_MIX = {
+    STORED: 36,
+    HOT: 10,
+    REVOKED: 12,
+    EXHAUSTED: 8,
+    WRONG_SCOPE: 4,
+    FORGED: 10,
+    STATELESS: 15,
+    FORGED_STATELESS: 5,
+}
+REVOKE_AT = 0.3  # of the soak's duration
+RESTART_AT = 0.55
+
+# Use limits of the stored links of each pool, in turn; None is unlimited.
+LIMITS = {
+    STORED: (1, 2, 3, 5, 10, None),
+    HOT: (1, 2, 3, 5, 10),
+    REVOKED: (None, 10, 5, 3),
+    EXHAUSTED: (1, 2, 3),
+    UNLIMITED: (None,),
+}
+# Shares of --links; the rest are STORED.
+SHARES = {HOT: 0.01, REVOKED: 0.1, EXHAUSTED: 0.1, UNLIMITED: 0.05}
+USERS = 100
+
+SERVERS = ("gunicorn", "uvicorn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What to run, from the command line."""
+
+    servers: tuple[str, ...]
+    workers: int
+    concurrency: int
+    requests: int
+    duration: float
+    links: int
+    restart: bool
+    seed: int
+    json_path: Path
+    quick: bool
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.load",
+        description=(__doc__ or "").strip().split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run of about 30 s: shorter soak, fewer requests and links",
+    )
+    parser.add_argument(
+        "--server",
+        choices=[*SERVERS, "both"],
+        default="gunicorn",
+        help="gunicorn (sync workers), uvicorn (ASGI, async view) or both in turn (default: gunicorn)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=3, help="server processes (default: 3)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests in flight at any time (default: 8)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help="requests of each measured phase (default: 3000, --quick: 600)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="seconds of the soak (default: 60, --quick: 12)",
+    )
+    parser.add_argument(
+        "--links",
+        type=int,
+        help="stored links to issue per server (default: 3000, --quick: 600)",
+    )
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="don't restart PostgreSQL during the soak",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the request mix (default: 0)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ARTIFACTS / "load.json",
+        help="where to write the figures (default: artifacts/load.json)",
+    )
+    args = parser.parse_args(argv)
+    for name in ("workers", "concurrency", "requests", "duration", "links"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name} must be positive")
+    return Options(
+        servers=SERVERS if args.server == "both" else (args.server,),
+        workers=args.workers,
+        concurrency=args.concurrency,
+        requests=args.requests or (600 if args.quick else 3000),
+        duration=args.duration or (12.0 if args.quick else 60.0),
+        links=args.links or (600 if args.quick else 3000),
+        restart=args.restart,
+        seed=args.seed,
+        json_path=args.json,
+        quick=args.quick,
+    )
+
+
+# PostgreSQL and Django.
+
+
+def free_port() -> int:
+    """Return a TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_postgresql() -> tuple[Cluster, int]:
+    """Start a throwaway cluster on 127.0.0.1 with pg_stat_statements, and create the site's database."""
+    from tests.postgres import start_cluster
+
+    port = free_port()
+    cluster = start_cluster(
+        port=port,
+        settings={
+            "shared_preload_libraries": "pg_stat_statements",
+            "pg_stat_statements.track": "all",
+            "pg_stat_statements.max": "10000",
+        },
+    )
+    # The extension lives in the "postgres" database, where the script
+    # measures, so its own queries never count against the site's.
+    with measuring_connection(port) as connection:
+        connection.execute(f"CREATE DATABASE {DATABASE}")
+        connection.execute("CREATE EXTENSION pg_stat_statements")
+    return cluster, port
+
+
+@contextlib.contextmanager
+def measuring_connection(port: int) -> Iterator[Any]:
+    """Connect to the "postgres" database, which the site never uses."""
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        yield connection
+
+
+def statement_calls(port: int) -> collections.Counter[str]:
+    """Return how many times PostgreSQL ran each statement in the site's database."""
+    with measuring_connection(port) as connection:
+        rows = connection.execute(
+            "SELECT s.query, sum(s.calls) FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s GROUP BY s.query",
+            [DATABASE],
+        ).fetchall()
+    return collections.Counter({query: int(calls) for query, calls in rows})
+
+
+def server_settings(port: int) -> dict[str, str]:
+    """Return the values of the server settings that matter to the figures."""
+    names = ["server_version", "fsync", "synchronous_commit", "max_connections"]
+    with measuring_connection(port) as connection:
+        return {
+            name: connection.execute(f"SHOW {name}").fetchone()[0] for name in names
+        }
+
+
+def site_environment(pg_port: int) -> dict[str, str]:
+    """Return the environment that switches the demo to production-like settings on PostgreSQL."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "demo_site.settings",
+        "DEMO_DEBUG": "0",
+        "DEMO_PGHOST": "127.0.0.1",
+        "DEMO_PGPORT": str(pg_port),
+        "DEMO_PGDATABASE": DATABASE,
+        "DEMO_PGUSER": "postgres",
+        "DEMO_SESAME_LOG_LEVEL": "WARNING",
+        "DEMO_URLCONF": "tests.benchmarks.load_site",
+        # The checkout's sesame_db and demo_site, installed or not.
+        "PYTHONPATH": os.pathsep.join([str(DEMO), str(ROOT)]),
+    }
+
+
+def setup_django(environment: dict[str, str]) -> None:
+    """Configure Django in this process with the site's settings, and migrate."""
+    import django
+    from django.core.management import call_command
+
+    os.environ.update(environment)
+    for path in (str(ROOT), str(DEMO)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def close_connections() -> None:
+    """Close this thread's database connections: Django doesn't check them outside requests."""
+    from django.db import connections
+
+    connections.close_all()
+
+
+# Links.
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A link to a report: a token, and the record of a stored one."""
+
+    token: str
+    report: int
+    record_id: int | None = None
+    max_uses: int | None = None
+
+
+@dataclasses.dataclass
+class Links:
+    """The links of one server's run, by pool."""
+
+    stored: dict[str, list[Link]]
+    stateless: list[Link]
+
+    def ids(self, pool: str) -> list[int]:
+        return [link.record_id for link in self.stored[pool] if link.record_id]
+
+
+def create_users(prefix: str) -> Sequence[AbstractBaseUser]:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+
+    User = get_user_model()
+    password = make_password(None)  # unusable, and fast to make
+    return User._default_manager.bulk_create(
+        [
+            User(
+                username=f"{prefix}-{index}",
+                email=f"{prefix}-{index}@example.com",
+                password=password,
+            )
+            for index in range(USERS)
+        ]
+    )
+
+
+def issue_pool(
+    users: Sequence[AbstractBaseUser], count: int, limits: Sequence[int | None]
+) -> list[Link]:
+    """Issue ``count`` stored links, alternating between reports 1 and 2 and cycling through ``limits``."""
+    from sesame_db.store import issue_many
+
+    groups: dict[tuple[int, int | None], list[AbstractBaseUser]] = {}
+    for index in range(count):
+        key = (1 + index % 2, limits[(index // 2) % len(limits)])
+        groups.setdefault(key, []).append(users[index % len(users)])
+    links = []
+    for (report, max_uses), group in groups.items():
+        for token, record in issue_many(
+            group, f"report:{report}", max_uses=max_uses, label="load test"
+        ):
+            links.append(Link(token, report, record.pk, max_uses))
+    return links
+
+
+def make_links(prefix: str, count: int) -> Links:
+    """Create users, issue ``count`` stored links in pools, and make stateless links."""
+    from sesame_db.utils import get_token
+
+    users = create_users(prefix)
+    sizes = {pool: max(10, int(count * share)) for pool, share in SHARES.items()}
+    sizes[STORED] = max(10, count - sum(sizes.values()))
+    stored = {
+        pool: issue_pool(users, size, LIMITS[pool]) for pool, size in sizes.items()
+    }
+    stateless = [
+        Link(get_token(user, f"report:{report}", store=False), report)
+        for user in users
+        for report in (1, 2)
+    ]
+    close_connections()
+    return Links(stored, stateless)
+
+
+def forge_stored(token: str) -> str:
+    """Flip a bit in the MAC of a stored ``token``, the last of its 27 bytes."""
+    data = bytearray(base64.urlsafe_b64decode(token[1:]))
+    data[-1] ^= 1
+    return token[0] + base64.urlsafe_b64encode(bytes(data)).decode()
+
+
+def forge_stateless(token: str) -> str:
+    """Flip a bit in the signature of a stateless ``token``, at its end."""
+    data = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    data[-1] ^= 1
+    return base64.urlsafe_b64encode(bytes(data)).rstrip(b"=").decode()
+
+
+def revoke(ids: list[int]) -> tuple[int, float]:
+    """Revoke links ``ids``; return how many, and the monotonic time once committed."""
+    from sesame_db.models import IssuedToken
+
+    try:
+        revoked = IssuedToken.objects.filter(pk__in=ids).revoke(reason="load test")
+        # revoke() commits each batch before returning.
+        return revoked, time.monotonic()
+    finally:
+        close_connections()
+
+
+# The server.
+
+
+class Server:
+    """The demo site under gunicorn or uvicorn, in a process group of its own."""
+
+    def __init__(
+        self, kind: str, workers: int, environment: dict[str, str], log: Path
+    ) -> None:
+        self.kind = kind
+        self.workers = workers
+        self.port = free_port()
+        self.environment = environment
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def prefix(self) -> str:
+        """The path of the reports: the async twin of the view under uvicorn."""
+        return "/async/reports/" if self.kind == "uvicorn" else "/reports/"
+
+    def command(self) -> list[str]:
+        address = ["127.0.0.1", str(self.port)]
+        if self.kind == "gunicorn":
+            return [
+                *(sys.executable, "-m", "gunicorn", "--worker-class", "sync"),
+                *("--workers", str(self.workers), "--bind", ":".join(address)),
+                *("--backlog", "2048", "--graceful-timeout", "5"),
+                *("--log-level", "warning"),
+                "django.core.wsgi:get_wsgi_application()",
+            ]
+        return [
+            *(sys.executable, "-m", "uvicorn", "--factory"),
+            *("--workers", str(self.workers), "--host", address[0]),
+            *("--port", address[1], "--backlog", "2048", "--lifespan", "off"),
+            *("--no-access-log", "--log-level", "warning"),
+            *("--timeout-graceful-shutdown", "5"),
+            "django.core.asgi:get_asgi_application",
+        ]
+
+    def version(self) -> str:
+        return f"{self.kind} {importlib.metadata.version(self.kind)}"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                env={**os.environ, **self.environment},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.kind} exited: see {self.log}")
+            status, _ = asyncio.run(self.probe())
+            if status == 200:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"{self.kind} didn't answer within 30 s: see {self.log}")
+
+    async def probe(self) -> tuple[int, str | None]:
+        with contextlib.suppress(OSError, ValueError):
+            return await fetch(self.port, "/", "sesame-load-probe")
+        return 0, None
+
+    def stop(self) -> None:
+        """Stop the server's process group: its master and workers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+# The client.
+
+
+async def fetch(port: int, path: str, user_agent: str) -> tuple[int, str | None]:
+    """
+    Send ``GET path`` to 127.0.0.1:``port`` on a new connection.
+
+    Return the status and the ``Retry-After`` header, if any; raise
+    :exc:`OSError` if the connection fails and :exc:`ValueError` if the
+    response is malformed.
+
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"User-Agent: {user_agent}\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head = response.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    parts = head[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP response: {head[0]!r}")
+    retry_after = None
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "retry-after":
+            retry_after = value.strip()
+    return int(parts[1]), retry_after
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """A request to send: what kind, where, and the stored link it uses."""
+
+    kind: str
+    path: str
+    record_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A request that was sent; ``status`` is 0 when no response came."""
+
+    number: int
+    phase: str
+    kind: str
+    record_id: int | None
+    status: int
+    start: float
+    end: float
+    retry_after: str | None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Client:
+    """Send planned requests to the server, numbering them in their ``User-Agent``."""
+
+    def __init__(self, server: Server, counter: Iterator[int]) -> None:
+        self.server = server
+        self.counter = counter
+        self.results: list[Result] = []
+
+    def plan(
+        self, kind: str, link: Link, *, token: str = "", report: int = 0
+    ) -> Planned:
+        """Plan a request of ``link``, or of ``token`` on ``report`` instead of its own."""
+        from sesame_db.conf import conf
+
+        query = urlencode({conf.TOKEN_NAME: token or link.token})
+        path = f"{self.server.prefix}{report or link.report}/?{query}"
+        return Planned(kind, path, link.record_id)
+
+    async def send(self, phase: str, planned: Planned) -> Result:
+        number = next(self.counter)
+        start = time.monotonic()
+        try:
+            status, retry_after = await asyncio.wait_for(
+                fetch(self.server.port, planned.path, f"{USER_AGENT}{number}"), TIMEOUT
+            )
+        except (OSError, ValueError, asyncio.TimeoutError):
+            status, retry_after = 0, None
+        result = Result(
+            number,
+            phase,
+            planned.kind,
+            planned.record_id,
+            status,
+            start,
+            time.monotonic(),
+            retry_after,
+        )
+        self.results.append(result)
+        return result
+
+    async def drive(
+        self,
+        phase: str,
+        next_request: Callable[[], Planned | None],
+        concurrency: int,
+        deadline: float | None = None,
+    ) -> list[Result]:
+        """Keep ``concurrency`` requests in flight until ``next_request`` returns None or ``deadline``."""
+        results: list[Result] = []
+
+        async def loop() -> None:
+            while deadline is None or time.monotonic() < deadline:
+                planned = next_request()
+                if planned is None:
+                    return
+                results.append(await self.send(phase, planned))
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return results
+
+    def run(
+        self, phase: str, requests: Iterable[Planned], concurrency: int
+    ) -> list[Result]:
+        """Send ``requests``, ``concurrency`` at a time."""
+        iterator = iter(requests)
+        return asyncio.run(self.drive(phase, lambda: next(iterator, None), concurrency))
+
+
+# Phases.
+
+
+@dataclasses.dataclass
+class Phase:
+    """The figures of a phase: requests, throughput, latency, statuses."""
+
+    requests: int
+    seconds: float
+    statuses: dict[str, int]
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Return the nearest-rank percentile of sorted ``values``."""
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, round(fraction * len(values)) - 1))]
+
+
+def histogram(results: Iterable[Result]) -> dict[str, int]:
+    counts = collections.Counter(
+        str(result.status) if result.status else "no response" for result in results
+    )
+    return dict(sorted(counts.items()))
+
+
+def summarize(results: Sequence[Result], seconds: float) -> Phase:
+    latencies = sorted(result.end - result.start for result in results)
+    return Phase(
+        requests=len(results),
+        seconds=seconds,
+        statuses=histogram(results),
+        p50_ms=percentile(latencies, 0.5) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+    )
+
+
+def timed(func: Callable[[], list[Result]]) -> tuple[list[Result], float]:
+    start = time.monotonic()
+    results = func()
+    return results, time.monotonic() - start
+
+
+def prepare(client: Client, links: Links, concurrency: int) -> list[Result]:
+    """Use up the EXHAUSTED links, each as often as it allows."""
+    planned = [
+        client.plan(EXHAUSTED, link)
+        for link in links.stored[EXHAUSTED]
+        for _ in range(link.max_uses or 1)
+    ]
+    random.Random(0).shuffle(planned)
+    return client.run("prepare", planned, concurrency)
+
+
+def measure(
+    client: Client, links: Links, options: Options, rng: random.Random
+) -> dict[str, Phase]:
+    """Time valid stateless and valid stored links in alternating halves (ABBA)."""
+    pools = {STATELESS: links.stateless, UNLIMITED: links.stored[UNLIMITED]}
+    collected: dict[str, list[Result]] = {STATELESS: [], UNLIMITED: []}
+    seconds = dict.fromkeys(collected, 0.0)
+    half = max(1, options.requests // 2)
+    for kind in (STATELESS, UNLIMITED, UNLIMITED, STATELESS):
+        planned = [client.plan(kind, rng.choice(pools[kind])) for _ in range(half)]
+        results, elapsed = timed(
+            lambda: client.run(kind, planned, options.concurrency)  # noqa: B023
+        )
+        collected[kind] += results
+        seconds[kind] += elapsed
+    return {kind: summarize(collected[kind], seconds[kind]) for kind in collected}
+
+
+@dataclasses.dataclass
+class Forged:
+    """A forged-only phase and the statements that PostgreSQL ran meanwhile."""
+
+    phase: Phase
+    statements: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.statements.values())
+
+
+def forged(
+    client: Client, links: Links, options: Options, pg_port: int, rng: random.Random
+) -> dict[str, Forged]:
+    """Send forged stored links, then forged stateless links, alone, counting statements."""
+    stored = [link for pool in (STORED, UNLIMITED) for link in links.stored[pool]]
+    phases: dict[str, Forged] = {}
+    for kind, pool, forge in (
+        (FORGED, stored, forge_stored),
+        (FORGED_STATELESS, links.stateless, forge_stateless),
+    ):
+        planned = []
+        for _ in range(options.requests):
+            link = rng.choice(pool)
+            # A forged link identifies no record: don't attach the real one.
+            planned.append(
+                dataclasses.replace(
+                    client.plan(kind, link, token=forge(link.token)), record_id=None
+                )
+            )
+        before = statement_calls(pg_port)
+        results, elapsed = timed(
+            lambda: client.run(kind, planned, options.concurrency)  # noqa: B023
+        )
+        after = statement_calls(pg_port)
+        delta = {
+            query: after[query] - before[query]
+            for query in after
+            if after[query] > before[query]
+        }
+        phases[kind] = Forged(summarize(results, elapsed), delta)
+    return phases
+
+
+@dataclasses.dataclass
+class Timeline:
+    """When the soak revoked links and restarted PostgreSQL, in monotonic seconds."""
+
+    start: float
+    end: float = 0.0
+    revoked_ids: list[int] = dataclasses.field(default_factory=list)
+    revoked: int = 0
+    revoke_committed: float | None = None
+    restart_started: float | None = None
+    restart_finished: float | None = None
+
+
+async def scenario(
+    timeline: Timeline, duration: float, cluster: Cluster | None, ids: list[int]
+) -> None:
+    """Revoke ``ids`` at REVOKE_AT of the soak; restart the cluster at RESTART_AT."""
+    await asyncio.sleep(
+        max(0.0, timeline.start + REVOKE_AT * duration - time.monotonic())
+    )
+    timeline.revoked_ids = ids
+    timeline.revoked, timeline.revoke_committed = await asyncio.to_thread(revoke, ids)
+    if cluster is None:
+        return
+    await asyncio.sleep(
+        max(0.0, timeline.start + RESTART_AT * duration - time.monotonic())
+    )
+    timeline.restart_started = time.monotonic()
+    await asyncio.to_thread(cluster.restart)
+    timeline.restart_finished = time.monotonic()
+
+
+def soak(
+    client: Client,
+    links: Links,
+    options: Options,
+    cluster: Cluster,
+    rng: random.Random,
+) -> tuple[list[Result], Timeline]:
+    """Send the mix of SOAK_MIX for ``--duration`` seconds, revoking and restarting meanwhile."""
+    kinds = list(SOAK_MIX)
+    weights = list(SOAK_MIX.values())
+    pools = {kind: links.stored.get(kind, []) for kind in kinds}
+
+    def next_request() -> Planned:
+        kind = rng.choices(kinds, weights)[0]
+        if kind in (STATELESS, FORGED_STATELESS):
+            link = rng.choice(links.stateless)
+            if kind == STATELESS:
+                return client.plan(kind, link)
+            return client.plan(kind, link, token=forge_stateless(link.token))
+        if kind in (FORGED, WRONG_SCOPE):
+            link = rng.choice(links.stored[STORED])
+            if kind == WRONG_SCOPE:
+                return client.plan(kind, link, report=3 - link.report)
+            planned = client.plan(kind, link, token=forge_stored(link.token))
+            return dataclasses.replace(planned, record_id=None)
+        return client.plan(kind, rng.choice(pools[kind]))
+
+    async def run() -> tuple[list[Result], Timeline]:
+        timeline = Timeline(start=time.monotonic())
+        deadline = timeline.start + options.duration
+        results, _ = await asyncio.gather(
+            client.drive("soak", next_request, options.concurrency, deadline),
+            scenario(
+                timeline,
+                options.duration,
+                cluster if options.restart else None,
+                links.ids(REVOKED),
+            ),
+        )
+        timeline.end = time.monotonic()
+        return results, timeline
+
+    return asyncio.run(run())
+
+
+def restart_window(results: Sequence[Result], timeline: Timeline) -> dict[str, Any]:
+    """
+    Describe the outage: from the first 5xx response to the first 200 of a request sent after it.
+
+    Times are seconds from the start of the restart.
+
+    """
+    if timeline.restart_started is None or timeline.restart_finished is None:
+        return {}
+    origin = timeline.restart_started
+    errors = sorted((r for r in results if r.status >= 500), key=lambda r: r.end)
+    window: dict[str, Any] = {
+        "restart_seconds": timeline.restart_finished - origin,
+        "errors": histogram(errors),
+        "retry_after": dict(
+            collections.Counter(r.retry_after or "none" for r in errors)
+        ),
+    }
+    if not errors:
+        return window
+    first = errors[0].end
+    recovered = [r.end for r in results if r.status == 200 and r.start >= first]
+    window["first_error"] = first - origin
+    window["last_error"] = errors[-1].end - origin
+    if recovered:
+        window["first_200_after"] = min(recovered) - origin
+        window["seconds"] = min(recovered) - first
+    return window
+
+
+# Invariants.
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """An invariant and how many times it was violated."""
+
+    label: str
+    violations: int
+    checked: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """The final state of a stored link in the database."""
+
+    max_uses: int | None
+    use_count: int
+    revoked: bool
+    used_events: int
+
+    @property
+    def used_up(self) -> bool:
+        return self.max_uses is not None and self.use_count >= self.max_uses
+
+
+@dataclasses.dataclass
+class Audit:
+    """What the database says: the links, and the events of the script's requests."""
+
+    records: dict[int, Record]
+    # Request number -> (kind, reason, token id) of its used and rejected events.
+    events: dict[int, list[tuple[str, str, int | None]]]
+    used_after_revocation: int
+
+
+def read_audit() -> Audit:
+    """Read the final state of every link and the audit events of every request."""
+    from django.db.models import Count, F, Q
+
+    from sesame_db.models import IssuedToken, TokenEvent
+
+    close_connections()  # the restart broke this thread's connection
+    used = TokenEvent.Kind.USED
+    records = {
+        pk: Record(max_uses, use_count, revoked_at is not None, used_events)
+        for pk, max_uses, use_count, revoked_at, used_events in IssuedToken.objects.annotate(
+            used_events=Count("events", filter=Q(events__kind=used))
+        ).values_list("pk", "max_uses", "use_count", "revoked_at", "used_events")
+    }
+    events: dict[int, list[tuple[str, str, int | None]]] = collections.defaultdict(list)
+    for user_agent, kind, reason, token_id in TokenEvent.objects.filter(
+        user_agent__startswith=USER_AGENT,
+        kind__in=[used, TokenEvent.Kind.REJECTED],
+    ).values_list("user_agent", "kind", "reason", "token_id"):
+        events[int(user_agent.removeprefix(USER_AGENT))].append(
+            (kind, reason, token_id)
+        )
+    used_after_revocation = TokenEvent.objects.filter(
+        kind=used,
+        token__revoked_at__isnull=False,
+        created_at__gte=F("token__revoked_at"),
+    ).count()
+    close_connections()
+    return Audit(records, dict(events), used_after_revocation)
+
+
+def reason_fits(reason: str, kind: str, record: Record) -> bool:
+    """Tell whether a rejection of a link of ``kind`` for ``reason`` matches the link's final state."""
+    if kind == WRONG_SCOPE:
+        return reason == "wrong_scope"
+    if reason == "revoked":
+        return record.revoked
+    if reason == "used_up":
+        return record.used_up
+    return False
+
+
+def check_records(audit: Audit) -> list[Check]:
+    """Invariants 1 and 2: per link, uses within the limit, and counted once each."""
+    records = audit.records.values()
+    over = sum(
+        1
+        for r in records
+        if r.max_uses is not None and max(r.use_count, r.used_events) > r.max_uses
+    )
+    miscounted = sum(1 for r in records if r.use_count != r.used_events)
+    return [
+        Check("1. accepted uses never exceed max_uses", over, len(records)),
+        Check(
+            "2. use_count = accepted (used) events, per link", miscounted, len(records)
+        ),
+    ]
+
+
+def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
+    """Invariants 3 and 4: each response matches its audit events; no 500."""
+    accepted = rejected_ok = missing = stray = 0
+    ok_count = not_ok_count = forbidden_count = other_count = 0
+    for result in results:
+        events = audit.events.get(result.number, [])
+        used = [e for e in events if e[0] == "used"]
+        rejected = [e for e in events if e[0] == "rejected"]
+        if result.kind not in IDENTIFIABLE:
+            other_count += 1
+            stray += bool(events)
+            continue
+        if result.ok:
+            ok_count += 1
+            accepted += not (len(used) == 1 and used[0][2] == result.record_id)
+        else:
+            not_ok_count += 1
+            missing += bool(used)
+        if result.status == 403:
+            forbidden_count += 1
+            record = audit.records.get(result.record_id or 0)
+            rejected_ok += not (
+                len(rejected) == 1
+                and record is not None
+                and rejected[0][2] == result.record_id
+                and reason_fits(rejected[0][1], result.kind, record)
+            )
+    errors = sum(1 for result in results if result.status == 500)
+    return [
+        Check(
+            "3a. each 2xx for a stored link has exactly one used event",
+            accepted,
+            ok_count,
+        ),
+        Check(
+            "3b. each non-2xx for a stored link has no used event",
+            missing,
+            not_ok_count,
+        ),
+        Check(
+            "3c. each 403 for a stored link has one rejected event with a fitting reason",
+            rejected_ok,
+            forbidden_count,
+        ),
+        Check("3d. forged and stateless links left no event", stray, other_count),
+        Check("4. no response was 500", errors, len(results)),
+    ]
+
+
+def check_revocations(
+    results: Sequence[Result], timelines: Sequence[Timeline], audit: Audit
+) -> list[Check]:
+    """Invariant 6: no revoked link worked once its revocation had committed."""
+    late = checked = 0
+    for timeline in timelines:
+        if timeline.revoke_committed is None:
+            continue
+        revoked = set(timeline.revoked_ids)
+        for result in results:
+            if result.record_id in revoked and result.start > timeline.revoke_committed:
+                checked += 1
+                late += result.ok
+    return [
+        Check(
+            "6a. no 2xx for a revoked link sent after the revocation committed",
+            late,
+            checked,
+        ),
+        Check(
+            "6b. no used event recorded at or after its link's revocation",
+            audit.used_after_revocation,
+            sum(1 for r in audit.records.values() if r.revoked),
+        ),
+    ]
+
+
+def check_forged(forged_phases: Sequence[dict[str, Forged]]) -> Check:
+    """Invariant 5: forged stored links cost no statement."""
+    phases = [phases[FORGED] for phases in forged_phases]
+    return Check(
+        "5. forged stored links ran no SQL statement",
+        sum(phase.total for phase in phases),
+        sum(phase.phase.requests for phase in phases),
+    )
+
+
+# Output.
+
+
+def print_phases(title: str, phases: dict[str, Phase]) -> None:
+    print(f"\n{title}")
+    print(f"  {'':<20}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
+    for name, phase in phases.items():
+        statuses = ", ".join(f"{status}: {n}" for status, n in phase.statuses.items())
+        print(
+            f"  {name:<20}{phase.requests:>9}{phase.rps:>9.1f}"
+            f"{phase.p50_ms:>9.1f}{phase.p99_ms:>9.1f}  {statuses}"
+        )
+
+
+def print_forged(phases: dict[str, Forged]) -> None:
+    print(
+        "\nForged links alone on the server: statements that PostgreSQL ran in the site's"
+        "\ndatabase meanwhile (pg_stat_statements, measured from another database)"
+    )
+    for kind, forged_phase in phases.items():
+        requests = forged_phase.phase.requests
+        print(
+            f"  {kind:<18}{requests:>6} requests {forged_phase.total:>7} statements"
+            f" ({forged_phase.total / requests:.2f} per request)"
+        )
+        for query, calls in sorted(
+            forged_phase.statements.items(), key=lambda i: -i[1]
+        ):
+            print(f"      {calls:>7}  {' '.join(query.split())[:90]}")
+
+
+def print_kinds(results: Sequence[Result]) -> None:
+    """Print the statuses of the soak's requests by kind of link."""
+    statuses = sorted({r.status for r in results})
+    names = [str(s) if s else "none" for s in statuses]
+    print(f"  {'':<18}" + "".join(f"{name:>8}" for name in names))
+    counts = collections.Counter((r.kind, r.status) for r in results)
+    for kind in SOAK_MIX:
+        print(f"  {kind:<18}" + "".join(f"{counts[kind, s]:>8}" for s in statuses))
+
+
+def print_soak(phase: Phase, results: Sequence[Result], window: dict[str, Any]) -> None:
+    served = sum(n for status, n in phase.statuses.items() if status != "no response")
+    print(
+        f"\nSoak: {phase.seconds:.0f} s, {phase.requests} requests, {served} served,"
+        f" {phase.rps:.1f} req/s, p50 {phase.p50_ms:.1f} ms, p99 {phase.p99_ms:.1f} ms"
+    )
+    print("  statuses: " + ", ".join(f"{s}: {n}" for s, n in phase.statuses.items()))
+    print_kinds(results)
+    if not window:
+        print("  no restart (--no-restart)")
+        return
+    print(
+        f"  PostgreSQL restart: pg_ctl restart took {window['restart_seconds']:.2f} s;"
+        f" 5xx responses: {window['errors'] or 'none'}"
+    )
+    if "first_error" in window:
+        print(
+            f"  first 5xx at +{window['first_error']:.2f} s, last at"
+            f" +{window['last_error']:.2f} s; Retry-After: {window['retry_after']}"
+        )
+    if "seconds" in window:
+        print(
+            f"  first 200 sent after it at +{window['first_200_after']:.2f} s:"
+            f" restart window {window['seconds']:.2f} s"
+        )
+
+
+def print_checks(checks: Sequence[Check]) -> None:
+    print("\nInvariants" + " " * 70 + "checked  violations")
+    for check in checks:
+        print(f"  {check.label:<78}{check.checked:>7}{check.violations:>12}")
+
+
+def environment_line(options: Options, pg: dict[str, str]) -> str:
+    import django
+
+    return (
+        f"Python {platform.python_version()}, Django {django.get_version()},"
+        f" PostgreSQL {pg['server_version'].split()[0]} on 127.0.0.1"
+        f" (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}),"
+        f" {os.cpu_count()} CPUs shared by client, server and database;"
+        f" {options.workers} workers, {options.concurrency} requests in flight."
+    )
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
+
+
+def to_json(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = dataclasses.asdict(value)
+        if isinstance(value, Phase):
+            data["rps"] = value.rps
+        return data
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+# The run.
+
+
+def run_server(
+    kind: str,
+    options: Options,
+    cluster: Cluster,
+    pg_port: int,
+    counter: Iterator[int],
+) -> tuple[dict[str, Any], list[Result], Timeline, dict[str, Forged]]:
+    """Issue links, start the server ``kind``, run every phase on it and stop it."""
+    rng = random.Random(options.seed)
+    links = make_links(f"load-{kind}", options.links)
+    server = Server(
+        kind, options.workers, site_environment(pg_port), ARTIFACTS / f"load-{kind}.log"
+    )
+    client = Client(server, counter)
+    print(
+        f"\n== {server.version()}: {options.workers} workers, log in {server.log.relative_to(ROOT)}"
+    )
+    server.start()
+    try:
+        prepared, elapsed = timed(lambda: prepare(client, links, options.concurrency))
+        print_phases(
+            "Prepare: use up links before the soak",
+            {EXHAUSTED: summarize(prepared, elapsed)},
+        )
+        measured = measure(client, links, options, rng)
+        print_phases(
+            "Valid links, in alternating halves (stateless, stored, stored, stateless)",
+            {"stateless": measured[STATELESS], "stored": measured[UNLIMITED]},
+        )
+        forged_phases = forged(client, links, options, pg_port, rng)
+        print_phases("Forged links", {k: f.phase for k, f in forged_phases.items()})
+        print_forged(forged_phases)
+        results, timeline = soak(client, links, options, cluster, rng)
+    finally:
+        server.stop()
+    soak_phase = summarize(results, timeline.end - timeline.start)
+    window = restart_window(results, timeline)
+    print(
+        f"\nRevoked {timeline.revoked} links at +{(timeline.revoke_committed or timeline.start) - timeline.start:.1f} s of the soak"
+    )
+    print_soak(soak_phase, results, window)
+    report = {
+        "server": server.version(),
+        "prepare": summarize(prepared, elapsed),
+        "stateless": measured[STATELESS],
+        "stored": measured[UNLIMITED],
+        "forged": {
+            kind: {
+                "phase": f.phase,
+                "statements": f.total,
+                "by_statement": f.statements,
+            }
+            for kind, f in forged_phases.items()
+        },
+        "soak": {
+            "phase": soak_phase,
+            "by_kind": {
+                kind: histogram(r for r in results if r.kind == kind)
+                for kind in SOAK_MIX
+            },
+            "revoked": timeline.revoked,
+            "revoked_at": (timeline.revoke_committed or timeline.start)
+            - timeline.start,
+            "restart": window,
+        },
+    }
+    return report, client.results, timeline, forged_phases
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    started = time.monotonic()
+    cluster, pg_port = start_postgresql()
+    pg = server_settings(pg_port)
+    try:
+        setup_django(site_environment(pg_port))
+        print(
+            "sesame_db load test"
+            + (" (--quick)" if options.quick else "")
+            + ": the demo site on PostgreSQL, one HTTP/1.1 connection per request."
+            "\nFigures move by up to 50% between runs: compare those of one run."
+        )
+        print(environment_line(options, pg))
+        counter = itertools.count(1)
+        reports: dict[str, Any] = {}
+        results: list[Result] = []
+        timelines: list[Timeline] = []
+        forged_phases: list[dict[str, Forged]] = []
+        for kind in options.servers:
+            report, server_results, timeline, forged_phase = run_server(
+                kind, options, cluster, pg_port, counter
+            )
+            reports[kind] = report
+            results += server_results
+            timelines.append(timeline)
+            forged_phases.append(forged_phase)
+        audit = read_audit()
+        checks = [
+            *check_records(audit),
+            *check_requests(results, audit),
+            check_forged(forged_phases),
+            *check_revocations(results, timelines, audit),
+        ]
+        checks.sort(key=lambda check: check.label)
+        print(f"\nAll requests: {len(results)}; statuses: {histogram(results)}")
+        print_checks(checks)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.copy(cluster.log, ARTIFACTS / "load-postgresql.log")
+    violated = sum(check.violations for check in checks)
+    write_json(
+        options.json_path,
+        {
+            "options": {
+                **dataclasses.asdict(options),
+                "json_path": str(options.json_path),
+            },
+            "environment": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "postgresql": pg,
+            },
+            "servers": reports,
+            "statuses": histogram(results),
+            "invariants": [dataclasses.asdict(check) for check in checks],
+            "seconds": time.monotonic() - started,
+        },
+    )
+    print(
+        f"\n{'FAILED: ' + str(violated) + ' violations' if violated else 'All invariants hold'};"
+        f" figures in {options.json_path}; total time {time.monotonic() - started:.0f} s"
+    )
+    return 1 if violated else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
