@@ -171,7 +171,7 @@ class FailingDatabaseMixin(CreateUserMixin):
 
     @contextlib.contextmanager
     def failing(self, predicate=lambda sql: True, error=None):
-        failed = []
+        failed: list[str] = []
         with connection.execute_wrapper(self._wrapper(predicate, error, failed)):
             yield failed
         self.assertTrue(failed, "no statement failed: the test tests nothing")
@@ -180,7 +180,7 @@ class FailingDatabaseMixin(CreateUserMixin):
     async def afailing(self, predicate=lambda sql: True, error=None):
         # The ORM runs in the test's thread, through sync_to_async(), with
         # that thread's connection: install the wrapper there.
-        failed = []
+        failed: list[str] = []
         wrapper = self._wrapper(predicate, error, failed)
         wrappers = await sync_to_async(lambda: connection.execute_wrappers)()
         wrappers.append(wrapper)

@@ -310,8 +310,10 @@ class SesameAuthMiddlewareTests(ChannelsTestCase):
 class UnavailableTests(FailingDatabaseMixin, ChannelsTestCase):
     async def test_database_failure_closes_with_try_again_later(self):
         token, record = await issue(self.user)
-        for kwargs in [{}, {"required": True}]:
-            application = SesameAuthMiddleware(WhoAmIConsumer.as_asgi(), **kwargs)
+        for required in [False, True]:
+            application = SesameAuthMiddleware(
+                WhoAmIConsumer.as_asgi(), required=required
+            )
             path = f"/ws/?sesame={token}"
             with self.assertLogs("sesame_db", "ERROR"):
                 async with (
