@@ -18,7 +18,9 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
 
 from .confirm import ALL_ALIASES, atomic_requests, needs_confirmation
+from .exceptions import DatabaseUnavailable
 from .ratelimit import is_rate_limited, rate_limited_response
+from .responses import unavailable_response
 from .utils import aget_user, get_user
 
 __all__ = ["authenticate"]
@@ -81,7 +83,9 @@ def authenticate(
     With a valid token, ``request.user`` is the user in the view. Else
     :exc:`~django.core.exceptions.PermissionDenied` is raised, which Django
     turns into a 403 Forbidden response; when the client is over
-    :data:`SESAME_RATE_LIMIT`, the response is 429 Too Many Requests.
+    :data:`SESAME_RATE_LIMIT`, the response is 429 Too Many Requests. When
+    the database fails during the check, the response is 503 Service
+    Unavailable, even if the token isn't ``required``.
 
     :func:`authenticate` applies to a view directly or with arguments::
 
@@ -187,12 +191,15 @@ def _decorate(
             check_permanent(request)
             if (response := needs_confirmation(request, confirm)) is not None:
                 return response
-            user = await aget_user(
-                request,
-                get_scope(*args, **kwargs),
-                max_age,
-                update_last_login=update_last_login,
-            )
+            try:
+                user = await aget_user(
+                    request,
+                    get_scope(*args, **kwargs),
+                    max_age,
+                    update_last_login=update_last_login,
+                )
+            except DatabaseUnavailable:
+                return unavailable_response()
             if (response := set_user(request, user)) is not None:
                 return response
             if permanent and user is not None:
@@ -209,12 +216,15 @@ def _decorate(
         check_permanent(request)
         if (response := needs_confirmation(request, confirm)) is not None:
             return response
-        user = get_user(
-            request,
-            get_scope(*args, **kwargs),
-            max_age,
-            update_last_login=update_last_login,
-        )
+        try:
+            user = get_user(
+                request,
+                get_scope(*args, **kwargs),
+                max_age,
+                update_last_login=update_last_login,
+            )
+        except DatabaseUnavailable:
+            return unavailable_response()
         if (response := set_user(request, user)) is not None:
             return response
         if permanent and user is not None:

@@ -1,9 +1,12 @@
 """
-Why a token was rejected.
+Why a token was rejected, or couldn't be checked.
 
 :exc:`InvalidToken` is internal: token parsing raises it and the
 authentication backend turns it into :obj:`None`, a log line and a
 :data:`~sesame_db.signals.token_rejected` signal.
+
+:exc:`DatabaseUnavailable` is public: :func:`~sesame_db.utils.get_user`
+raises it when the database fails during a check.
 
 """
 
@@ -11,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import OperationalError, models
 from django.utils.translation import gettext_lazy as _
 
-__all__ = ["InvalidToken", "Reason"]
+__all__ = ["DatabaseUnavailable", "InvalidToken", "Reason"]
 
 
 class Reason(models.TextChoices):
@@ -57,3 +60,29 @@ class InvalidToken(Exception):
 
     def __str__(self) -> str:
         return self.message % self.log_args
+
+
+class DatabaseUnavailable(OperationalError):
+    """
+    A token couldn't be checked because the database failed.
+
+    :func:`~sesame_db.utils.get_user` and :func:`~sesame_db.utils.aget_user`
+    raise it, chained to the database error, when the connection is lost or
+    refused, a statement times out, or the database reports another
+    :exc:`~django.db.OperationalError` or :exc:`~django.db.InterfaceError`
+    while checking a token. The token is neither accepted nor rejected: a
+    stored token's use isn't counted unless the database committed it.
+
+    :func:`~sesame_db.decorators.authenticate`,
+    :class:`~sesame_db.middleware.AuthenticationMiddleware`,
+    :class:`~sesame_db.views.LoginView`,
+    :class:`~sesame_db.views.TokenAuthenticationMixin` and
+    :class:`~sesame_db.contrib.rest_framework.SesameTokenAuthentication`
+    answer 503 Service Unavailable with a ``Retry-After`` header;
+    :class:`~sesame_db.contrib.channels.SesameAuthMiddleware` closes the
+    connection with code 1013, Try Again Later.
+
+    It subclasses :exc:`~django.db.OperationalError`, so code that handled
+    database errors around django-sesame's ``get_user()`` still does.
+
+    """

@@ -21,6 +21,8 @@ from django.http import (
 from django.utils.encoding import escape_uri_path
 
 from .conf import conf
+from .exceptions import DatabaseUnavailable
+from .responses import unavailable_response
 from .utils import aget_user, get_user
 
 __all__ = ["AuthenticationMiddleware"]
@@ -75,6 +77,9 @@ class AuthenticationMiddleware:
             ...,
         ]
 
+    When the database fails during the check, it answers 503 Service
+    Unavailable instead of running the view.
+
     It supports sync and async requests.
 
     """
@@ -94,8 +99,11 @@ class AuthenticationMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         has_session = hasattr(request, "session")
-        # login() updates the last login date; don't do it twice.
-        user = get_user(request, update_last_login=False if has_session else None)
+        try:
+            # login() updates the last login date; don't do it twice.
+            user = get_user(request, update_last_login=False if has_session else None)
+        except DatabaseUnavailable:
+            return unavailable_response()
         if has_session and user is not None:
             login(request, user)  # type: ignore[arg-type]
         response = self._after_login(request, user, has_session)
@@ -103,9 +111,12 @@ class AuthenticationMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         has_session = hasattr(request, "session")
-        user = await aget_user(
-            request, update_last_login=False if has_session else None
-        )
+        try:
+            user = await aget_user(
+                request, update_last_login=False if has_session else None
+            )
+        except DatabaseUnavailable:
+            return unavailable_response()
         if has_session and user is not None:
             await alogin(request, user)  # type: ignore[arg-type]
         response = self._after_login(request, user, has_session)

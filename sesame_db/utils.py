@@ -6,6 +6,7 @@ Create tokens and authenticate users with them.
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -13,12 +14,14 @@ from urllib.parse import urlencode
 
 from django.contrib.auth import aauthenticate, authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import InterfaceError, OperationalError
 from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
 from . import store as _store
 from .conf import conf
+from .exceptions import DatabaseUnavailable
 from .tokens import create_token
 
 if TYPE_CHECKING:
@@ -34,6 +37,18 @@ __all__ = [
     "issue_token",
     "issue_tokens",
 ]
+
+logger = logging.getLogger("sesame_db")
+
+# Errors of the database itself, as opposed to programming errors such as a
+# missing table (ProgrammingError), which must stay loud: connections lost or
+# refused, statement timeouts, deadlocks, serialization failures.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _unavailable(exc: Exception) -> DatabaseUnavailable:
+    logger.error("Cannot check a token: the database failed: %s", exc, exc_info=exc)
+    return DatabaseUnavailable(f"cannot check the token: {exc}")
 
 
 def _create_token(
@@ -301,6 +316,10 @@ def get_user(
     ``request_or_token`` is the :class:`~django.http.HttpRequest`, or
     :obj:`None`, and its query string isn't read.
 
+    Raise :exc:`~sesame_db.exceptions.DatabaseUnavailable` if the database
+    fails during the check, for example when the connection is lost or a
+    statement times out: the token is then neither accepted nor rejected.
+
     Raise :exc:`TypeError` if ``request_or_token`` is neither a request nor a
     string, or if ``token`` is set and ``request_or_token`` isn't a request
     or :obj:`None`.
@@ -309,13 +328,16 @@ def get_user(
     request, token = _split(request_or_token, token)
     if token is None:
         return None
-    # authenticate() sets user.backend, which login() needs.
-    user: AbstractBaseUser | None = authenticate(
-        request, sesame_token=token, scope=scope, max_age=max_age
-    )
-    if user is not None and update_last_login and not conf.ONE_TIME:
-        user.last_login = timezone.now()
-        user.save(update_fields=["last_login"])
+    try:
+        # authenticate() sets user.backend, which login() needs.
+        user: AbstractBaseUser | None = authenticate(
+            request, sesame_token=token, scope=scope, max_age=max_age
+        )
+        if user is not None and update_last_login and not conf.ONE_TIME:
+            user.last_login = timezone.now()
+            user.save(update_fields=["last_login"])
+    except DATABASE_ERRORS as exc:
+        raise _unavailable(exc) from exc
     return user
 
 
@@ -331,10 +353,13 @@ async def aget_user(
     request, token = _split(request_or_token, token)
     if token is None:
         return None
-    user: AbstractBaseUser | None = await aauthenticate(
-        request, sesame_token=token, scope=scope, max_age=max_age
-    )
-    if user is not None and update_last_login and not conf.ONE_TIME:
-        user.last_login = timezone.now()
-        await user.asave(update_fields=["last_login"])
+    try:
+        user: AbstractBaseUser | None = await aauthenticate(
+            request, sesame_token=token, scope=scope, max_age=max_age
+        )
+        if user is not None and update_last_login and not conf.ONE_TIME:
+            user.last_login = timezone.now()
+            await user.asave(update_fields=["last_login"])
+    except DATABASE_ERRORS as exc:
+        raise _unavailable(exc) from exc
     return user

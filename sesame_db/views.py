@@ -24,7 +24,9 @@ from django.views.generic import View
 
 from .confirm import ALL_ALIASES, confirm_enabled, needs_confirmation
 from .decorators import _decorate
+from .exceptions import DatabaseUnavailable
 from .ratelimit import is_rate_limited, rate_limited_response
+from .responses import unavailable_response
 from .utils import get_user
 
 __all__ = ["LoginView", "TokenAuthenticationMixin"]
@@ -87,7 +89,10 @@ class LoginView(RedirectURLMixin, View):
         if (response := needs_confirmation(request, self.confirm)) is not None:
             return response
         # login() updates the last login date; don't do it twice.
-        user = get_user(request, self.scope, self.max_age, update_last_login=False)
+        try:
+            user = get_user(request, self.scope, self.max_age, update_last_login=False)
+        except DatabaseUnavailable:
+            return self.login_unavailable()
         if user is None:
             if is_rate_limited(request):
                 return self.login_rate_limited()
@@ -115,6 +120,10 @@ class LoginView(RedirectURLMixin, View):
         """Answer 429 Too Many Requests when the client is over :data:`SESAME_RATE_LIMIT`; override to answer otherwise."""
         return rate_limited_response()
 
+    def login_unavailable(self) -> HttpResponseBase:
+        """Answer 503 Service Unavailable when the database fails during the check; override to answer otherwise."""
+        return unavailable_response()
+
     def login_success(self) -> HttpResponseBase:
         """Redirect to the success URL, or answer 204 when ``next_page`` is :obj:`None`."""
         if self.next_page is None:
@@ -130,7 +139,8 @@ class TokenAuthenticationMixin:
     class-based views, with the same behaviour and the same code: with a
     valid token, ``request.user`` is the token's user in the view; else the
     response is 403 Forbidden, or 429 Too Many Requests over
-    :data:`SESAME_RATE_LIMIT`. Put it first among the view's bases:
+    :data:`SESAME_RATE_LIMIT`, or 503 Service Unavailable when the database
+    fails during the check. Put it first among the view's bases:
 
     .. code-block:: python
 

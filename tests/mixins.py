@@ -3,7 +3,9 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import OperationalError, connection
 
 if TYPE_CHECKING:
     from django.test import SimpleTestCase as _TestCase
@@ -140,3 +142,69 @@ def last_login_updates(queries):
         if query["sql"].startswith('UPDATE "auth_user"')
         and "last_login" in query["sql"]
     ]
+
+
+def statement(sql):
+    """Return the first keyword of ``sql``: SELECT, UPDATE, INSERT, WITH..."""
+    return sql.lstrip().split(None, 1)[0].upper()
+
+
+class FailingDatabaseMixin(CreateUserMixin):
+    """
+    Make statements fail with ``self.error`` while ``failing()`` is active.
+
+    ``failing(predicate)`` fails the statements for which ``predicate(sql)``
+    is true; by default, every statement.
+
+    """
+
+    error = OperationalError("server closed the connection unexpectedly")
+
+    def _wrapper(self, predicate, error, failed):
+        def wrapper(execute, sql, params, many, context):
+            if predicate(sql):
+                failed.append(sql)
+                raise error or self.error
+            return execute(sql, params, many, context)
+
+        return wrapper
+
+    @contextlib.contextmanager
+    def failing(self, predicate=lambda sql: True, error=None):
+        failed: list[str] = []
+        with connection.execute_wrapper(self._wrapper(predicate, error, failed)):
+            yield failed
+        self.assertTrue(failed, "no statement failed: the test tests nothing")
+
+    @contextlib.asynccontextmanager
+    async def afailing(self, predicate=lambda sql: True, error=None):
+        # The ORM runs in the test's thread, through sync_to_async(), with
+        # that thread's connection: install the wrapper there.
+        failed: list[str] = []
+        wrapper = self._wrapper(predicate, error, failed)
+        wrappers = await sync_to_async(lambda: connection.execute_wrappers)()
+        wrappers.append(wrapper)
+        try:
+            yield failed
+        finally:
+            wrappers.remove(wrapper)
+        self.assertTrue(failed, "no statement failed: the test tests nothing")
+
+    def use(self, record):
+        """Return the uses counted for ``record`` and its kinds of events, besides "issued"."""
+        from sesame_db.models import TokenEvent
+
+        record.refresh_from_db()
+        kinds = list(
+            TokenEvent.objects.filter(token=record)
+            .exclude(kind="issued")
+            .order_by("pk")
+            .values_list("kind", flat=True)
+        )
+        return record.use_count, kinds
+
+    @staticmethod
+    def is_use(sql):
+        # The conditional UPDATE of the use count; on PostgreSQL, the CTE
+        # that also inserts the "used" event.
+        return statement(sql) in ("UPDATE", "WITH") and "sesame_db_issuedtoken" in sql

@@ -19,6 +19,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 
 from sesame_db.conf import conf
+from sesame_db.exceptions import DatabaseUnavailable
 from sesame_db.ratelimit import is_rate_limited
 from sesame_db.utils import aget_user
 
@@ -33,7 +34,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # violation". Closing before accepting makes the server answer the handshake
 # with 403 Forbidden.
 POLICY_VIOLATION = 1008
-# Close code sent when the client is over SESAME_RATE_LIMIT: "try again later".
+# Close code sent when the client is over SESAME_RATE_LIMIT, or when the
+# database fails during the check, required or not: "try again later".
 TRY_AGAIN_LATER = 1013
 
 
@@ -96,6 +98,10 @@ async def authenticate_connection(
     and audited with the client's address. Keeping the token out of the URL
     keeps it out of server logs.
 
+    Raise :exc:`~sesame_db.exceptions.DatabaseUnavailable` when the database
+    fails during the check; a consumer may close the connection with code
+    1013, Try Again Later.
+
     """
     user = await aget_user(
         request_from_scope(connection_scope), scope, max_age, token=token
@@ -137,7 +143,9 @@ class SesameAuthMiddleware:
     not to be confused with the ASGI connection scope, and ``max_age``
     overrides :data:`SESAME_MAX_AGE`. With ``required=True``, a connection
     without a valid token is closed before it's accepted, which the server
-    answers with 403 Forbidden; the application doesn't see it.
+    answers with 403 Forbidden; the application doesn't see it. When the
+    database fails during the check, the connection is closed the same way,
+    with code 1013, Try Again Later, whether a token is ``required`` or not.
 
     The user isn't logged in: the token authenticates this connection only.
 
@@ -168,23 +176,25 @@ class SesameAuthMiddleware:
         request = None
         if token is not None:
             request = request_from_scope(scope)
-            user = await aget_user(request, self.token_scope, self.max_age, token=token)
+            try:
+                user = await aget_user(
+                    request, self.token_scope, self.max_age, token=token
+                )
+            except DatabaseUnavailable:
+                await self.deny(receive, send, code=TRY_AGAIN_LATER)
+                return
             scope["user"] = user if user is not None else AnonymousUser()
         else:
             scope.setdefault("user", AnonymousUser())
         if self.required and user is None:
-            await self.deny(receive, send, rate_limited=is_rate_limited(request))
+            code = TRY_AGAIN_LATER if is_rate_limited(request) else POLICY_VIOLATION
+            await self.deny(receive, send, code=code)
             return
         await self.inner(scope, receive, send)
 
     @staticmethod
-    async def deny(receive: Receive, send: Send, *, rate_limited: bool) -> None:
-        """Refuse the WebSocket handshake: the server answers 403 Forbidden."""
+    async def deny(receive: Receive, send: Send, *, code: int) -> None:
+        """Refuse the WebSocket handshake with close ``code``: the server answers 403 Forbidden."""
         message = await receive()
         if message["type"] == "websocket.connect":
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": TRY_AGAIN_LATER if rate_limited else POLICY_VIOLATION,
-                }
-            )
+            await send({"type": "websocket.close", "code": code})

@@ -20,10 +20,26 @@ from rest_framework.authentication import (
 )
 
 from sesame_db.conf import conf
+from sesame_db.exceptions import DatabaseUnavailable
 from sesame_db.ratelimit import is_rate_limited, retry_after
+from sesame_db.responses import RETRY_AFTER
 from sesame_db.utils import get_user
 
-__all__ = ["SesameTokenAuthentication"]
+__all__ = ["SesameTokenAuthentication", "ServiceUnavailable"]
+
+
+class ServiceUnavailable(exceptions.APIException):  # type: ignore[misc]
+    """
+    503 Service Unavailable: the database failed while checking the token.
+
+    DRF's exception handler adds a ``Retry-After`` header from ``wait``.
+
+    """
+
+    status_code = 503
+    default_detail = _("The token can't be checked right now. Try again later.")
+    default_code = "service_unavailable"
+    wait = RETRY_AFTER
 
 
 # rest_framework has no type annotations.
@@ -43,7 +59,8 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
     A request without a token isn't authenticated by this class, so other
     authentication classes get their turn. An invalid token is answered with
     401 Unauthorized and a ``WWW-Authenticate: Sesame`` header; a client over
-    :data:`SESAME_RATE_LIMIT` gets 429 Too Many Requests.
+    :data:`SESAME_RATE_LIMIT` gets 429 Too Many Requests. When the database
+    fails during the check, the answer is 503 Service Unavailable.
 
     The token goes through :func:`~sesame_db.utils.get_user`, like tokens in
     links: stored tokens are counted, limited and audited, with the request's
@@ -78,19 +95,23 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
         Return ``(user, None)`` for a valid token, :obj:`None` without a token.
 
         Raise :exc:`~rest_framework.exceptions.AuthenticationFailed` for an
-        invalid token, and :exc:`~rest_framework.exceptions.Throttled` when
-        the client is over :data:`SESAME_RATE_LIMIT`.
+        invalid token, :exc:`~rest_framework.exceptions.Throttled` when
+        the client is over :data:`SESAME_RATE_LIMIT`, and
+        :exc:`ServiceUnavailable` when the database fails during the check.
 
         """
         # The Django request: the audit trail records its client and path.
         django_request: HttpRequest = getattr(request, "_request", request)
         token = self.get_header_token(request)
-        if token is not None:
-            user = get_user(django_request, self.scope, self.max_age, token=token)
-        elif self.allow_query_string and conf.TOKEN_NAME in django_request.GET:
-            user = get_user(django_request, self.scope, self.max_age)
-        else:
-            return None
+        try:
+            if token is not None:
+                user = get_user(django_request, self.scope, self.max_age, token=token)
+            elif self.allow_query_string and conf.TOKEN_NAME in django_request.GET:
+                user = get_user(django_request, self.scope, self.max_age)
+            else:
+                return None
+        except DatabaseUnavailable:
+            raise ServiceUnavailable from None
         if user is None:
             if is_rate_limited(django_request):
                 raise exceptions.Throttled(wait=retry_after())

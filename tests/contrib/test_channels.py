@@ -19,7 +19,7 @@ from sesame_db.contrib.channels import (
 )
 from sesame_db.models import TokenEvent
 from sesame_db.utils import get_token, issue_token
-from tests.mixins import CreateUserMixin, tamper
+from tests.mixins import CreateUserMixin, FailingDatabaseMixin, tamper
 
 
 def username(user):
@@ -262,7 +262,7 @@ class SesameAuthMiddlewareTests(ChannelsTestCase):
         async def send(message):
             sent.append(message)
 
-        await SesameAuthMiddleware.deny(receive, send, rate_limited=False)
+        await SesameAuthMiddleware.deny(receive, send, code=1008)
         self.assertEqual(sent, [])
 
     async def test_callers_scope_is_not_changed(self):
@@ -305,6 +305,24 @@ class SesameAuthMiddlewareTests(ChannelsTestCase):
             _,
         ):
             self.assertTrue(connected)
+
+
+class UnavailableTests(FailingDatabaseMixin, ChannelsTestCase):
+    async def test_database_failure_closes_with_try_again_later(self):
+        token, record = await issue(self.user)
+        for required in [False, True]:
+            application = SesameAuthMiddleware(
+                WhoAmIConsumer.as_asgi(), required=required
+            )
+            path = f"/ws/?sesame={token}"
+            with self.assertLogs("sesame_db", "ERROR"):
+                async with (
+                    self.afailing(),
+                    self.connect(application, path) as (_, connected, code),
+                ):
+                    self.assertEqual((connected, code), (False, 1013))
+        self.assertEqual(await sync_to_async(self.use)(record), (0, []))
+        self.assertEqual(await self.whoami(f"/ws/?sesame={token}"), "john")
 
 
 class AuthenticateConnectionTests(ChannelsTestCase):

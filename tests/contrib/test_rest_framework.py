@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from django.core.cache import caches
 from django.db import connection
-from django.test import TestCase, override_settings
+from django.test import TestCase, TransactionTestCase, override_settings
 from django.urls import path
 
 pytest.importorskip("rest_framework")
@@ -22,7 +22,12 @@ from rest_framework.views import APIView
 from sesame_db.contrib.rest_framework import SesameTokenAuthentication
 from sesame_db.models import TokenEvent
 from sesame_db.utils import get_token, issue_token
-from tests.mixins import CreateUserMixin, capture_login_failed, tamper
+from tests.mixins import (
+    CreateUserMixin,
+    FailingDatabaseMixin,
+    capture_login_failed,
+    tamper,
+)
 
 
 class ReportAuthentication(SesameTokenAuthentication):
@@ -317,6 +322,25 @@ class SesameTokenAuthenticationTests(CreateUserMixin, TestCase):
         response = self.client.get("/me/", **self.header(get_token(self.user)))
         self.assertEqual(response.status_code, 429)
         self.assertEqual(response["Retry-After"], "30")
+
+
+@override_settings(ROOT_URLCONF=__name__)
+class UnavailableTests(FailingDatabaseMixin, TransactionTestCase):
+    client_class = APIClient
+
+    def test_database_failure_is_503(self):
+        token, record = issue_token(self.user)
+        with self.assertLogs("sesame_db", "ERROR"), self.failing():
+            response = self.client.get("/me/", HTTP_AUTHORIZATION=f"Sesame {token}")
+        self.assertEqual(response.status_code, 503, response.content)
+        self.assertEqual(response["Retry-After"], "5")
+        self.assertEqual(
+            response.json()["detail"].split(".")[0],
+            "The token can't be checked right now",
+        )
+        self.assertEqual(self.use(record), (0, []))
+        response = self.client.get("/me/", HTTP_AUTHORIZATION=f"Sesame {token}")
+        self.assertEqual(response.json()["user"], "john")
 
 
 class AuthenticateMethodTests(CreateUserMixin, TestCase):
