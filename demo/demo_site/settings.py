@@ -7,7 +7,8 @@ Environment variables switch it to a production-like setup for the load test
 - ``DEMO_DEBUG=0`` turns DEBUG off;
 - ``DEMO_PGHOST`` (with ``DEMO_PGPORT``, ``DEMO_PGDATABASE``, ``DEMO_PGUSER``,
   ``DEMO_PGPASSWORD``) moves the database to PostgreSQL, with persistent
-  connections (``DEMO_CONN_MAX_AGE`` seconds, 600 by default) and health checks;
+  connections (``DEMO_CONN_MAX_AGE`` seconds, 600 by default) and health checks,
+  or with ``DEMO_PG_POOL=1`` a pool of connections (psycopg[pool]);
 - ``DEMO_SESAME_LOG_LEVEL`` sets the level of the ``sesame_db`` logger (DEBUG);
 - ``DEMO_URLCONF`` replaces the URLconf, to add views around the demo's.
 
@@ -77,8 +78,11 @@ DATABASES: dict[str, dict[str, object]] = {
 }
 if os.environ.get("DEMO_PGHOST"):
     # As a production site would: persistent connections, checked before
-    # each request's first query, so a database restart costs no 500s once
-    # it's back.
+    # each request's first query, so that the site recovers by itself once
+    # a restarted database is back. Under ASGI, where Django's docs say to
+    # disable persistent connections, DEMO_PG_POOL=1 uses psycopg's pool
+    # instead, whose connections are checked when taken.
+    pool = os.environ.get("DEMO_PG_POOL") == "1"
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
@@ -87,8 +91,11 @@ if os.environ.get("DEMO_PGHOST"):
             "NAME": os.environ.get("DEMO_PGDATABASE", "sesame_demo"),
             "USER": os.environ.get("DEMO_PGUSER", "postgres"),
             "PASSWORD": os.environ.get("DEMO_PGPASSWORD", ""),
-            "CONN_MAX_AGE": int(os.environ.get("DEMO_CONN_MAX_AGE", "600")),
+            "CONN_MAX_AGE": 0
+            if pool
+            else int(os.environ.get("DEMO_CONN_MAX_AGE", "600")),
             "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {"pool": True} if pool else {},
         }
     }
 

@@ -166,7 +166,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--duration",
         type=float,
-        help="seconds of the soak (default: 60, --quick: 12)",
+        help="seconds of the soak (default: 90, --quick: 20)",
     )
     parser.add_argument(
         "--links",
@@ -198,7 +198,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         workers=args.workers,
         concurrency=args.concurrency,
         requests=args.requests or (600 if args.quick else 3000),
-        duration=args.duration or (12.0 if args.quick else 60.0),
+        duration=args.duration or (20.0 if args.quick else 90.0),
         links=args.links or (600 if args.quick else 3000),
         restart=args.restart,
         seed=args.seed,
@@ -220,17 +220,20 @@ def free_port() -> int:
 
 def start_postgresql() -> tuple[Cluster, int]:
     """Start a throwaway cluster on 127.0.0.1 with pg_stat_statements, and create the site's database."""
-    from tests.postgres import start_cluster
+    from tests.postgres import Unavailable, start_cluster
 
     port = free_port()
-    cluster = start_cluster(
-        port=port,
-        settings={
-            "shared_preload_libraries": "pg_stat_statements",
-            "pg_stat_statements.track": "all",
-            "pg_stat_statements.max": "10000",
-        },
-    )
+    try:
+        cluster = start_cluster(
+            port=port,
+            settings={
+                "shared_preload_libraries": "pg_stat_statements",
+                "pg_stat_statements.track": "all",
+                "pg_stat_statements.max": "10000",
+            },
+        )
+    except Unavailable as exc:
+        raise SystemExit(f"Cannot start PostgreSQL: {exc}") from None
     # The extension lives in the "postgres" database, where the script
     # measures, so its own queries never count against the site's.
     with measuring_connection(port) as connection:
@@ -270,9 +273,17 @@ def server_settings(port: int) -> dict[str, str]:
         }
 
 
-def site_environment(pg_port: int) -> dict[str, str]:
-    """Return the environment that switches the demo to production-like settings on PostgreSQL."""
+def site_environment(pg_port: int, server: str = "gunicorn") -> dict[str, str]:
+    """
+    Return the environment that switches the demo to production-like settings on PostgreSQL.
+
+    Under uvicorn, the site uses a pool of connections rather than persistent
+    connections, which Django doesn't reuse under ASGI: each request would
+    open its own and leave it open.
+
+    """
     return {
+        "DEMO_PG_POOL": "1" if server == "uvicorn" else "0",
         "DJANGO_SETTINGS_MODULE": "demo_site.settings",
         "DEMO_DEBUG": "0",
         "DEMO_PGHOST": "127.0.0.1",
@@ -482,6 +493,16 @@ class Server:
             return await fetch(self.port, "/", "sesame-load-probe")
         return 0, None
 
+    def worker_pids(self) -> set[int]:
+        """Return the ids of the server's worker processes: its master's children, on Linux."""
+        if self.process is None:
+            return set()
+        pid = self.process.pid
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+            return {int(child) for child in children.split()}
+        return set()
+
     def stop(self) -> None:
         """Stop the server's process group: its master and workers."""
         if self.process is None or self.process.poll() is not None:
@@ -687,27 +708,9 @@ def prepare(client: Client, links: Links, concurrency: int) -> list[Result]:
     return client.run("prepare", planned, concurrency)
 
 
-def measure(
-    client: Client, links: Links, options: Options, rng: random.Random
-) -> dict[str, Phase]:
-    """Time valid stateless and valid stored links in alternating halves (ABBA)."""
-    pools = {STATELESS: links.stateless, UNLIMITED: links.stored[UNLIMITED]}
-    collected: dict[str, list[Result]] = {STATELESS: [], UNLIMITED: []}
-    seconds = dict.fromkeys(collected, 0.0)
-    half = max(1, options.requests // 2)
-    for kind in (STATELESS, UNLIMITED, UNLIMITED, STATELESS):
-        planned = [client.plan(kind, rng.choice(pools[kind])) for _ in range(half)]
-        results, elapsed = timed(
-            lambda: client.run(kind, planned, options.concurrency)  # noqa: B023
-        )
-        collected[kind] += results
-        seconds[kind] += elapsed
-    return {kind: summarize(collected[kind], seconds[kind]) for kind in collected}
-
-
 @dataclasses.dataclass
-class Forged:
-    """A forged-only phase and the statements that PostgreSQL ran meanwhile."""
+class Measured:
+    """A phase alone on the server, and the statements that PostgreSQL ran meanwhile."""
 
     phase: Phase
     statements: dict[str, int]
@@ -716,13 +719,60 @@ class Forged:
     def total(self) -> int:
         return sum(self.statements.values())
 
+    @property
+    def per_request(self) -> float:
+        return self.total / self.phase.requests if self.phase.requests else 0.0
+
+
+def run_measured(
+    client: Client,
+    parts: Sequence[tuple[str, list[Planned]]],
+    options: Options,
+    pg_port: int,
+) -> dict[str, Measured]:
+    """
+    Send each part's requests in turn, alone on the server; return the figures of each kind.
+
+    Nothing else uses the site's database meanwhile: the statements that
+    PostgreSQL ran in it between the two ends of a part are that part's.
+
+    """
+    results: dict[str, list[Result]] = collections.defaultdict(list)
+    seconds: dict[str, float] = collections.defaultdict(float)
+    statements: dict[str, collections.Counter[str]] = collections.defaultdict(
+        collections.Counter
+    )
+    for kind, planned in parts:
+        before = statement_calls(pg_port)
+        start = time.monotonic()
+        results[kind] += client.run(kind, planned, options.concurrency)
+        seconds[kind] += time.monotonic() - start
+        statements[kind].update(statement_calls(pg_port) - before)
+    return {
+        kind: Measured(summarize(results[kind], seconds[kind]), dict(statements[kind]))
+        for kind in results
+    }
+
+
+def measure(
+    client: Client, links: Links, options: Options, pg_port: int, rng: random.Random
+) -> dict[str, Measured]:
+    """Time valid stateless and valid stored links in alternating halves (ABBA)."""
+    pools = {STATELESS: links.stateless, UNLIMITED: links.stored[UNLIMITED]}
+    half = max(1, options.requests // 2)
+    parts = [
+        (kind, [client.plan(kind, rng.choice(pools[kind])) for _ in range(half)])
+        for kind in (STATELESS, UNLIMITED, UNLIMITED, STATELESS)
+    ]
+    return run_measured(client, parts, options, pg_port)
+
 
 def forged(
     client: Client, links: Links, options: Options, pg_port: int, rng: random.Random
-) -> dict[str, Forged]:
+) -> dict[str, Measured]:
     """Send forged stored links, then forged stateless links, alone, counting statements."""
     stored = [link for pool in (STORED, UNLIMITED) for link in links.stored[pool]]
-    phases: dict[str, Forged] = {}
+    parts = []
     for kind, pool, forge in (
         (FORGED, stored, forge_stored),
         (FORGED_STATELESS, links.stateless, forge_stateless),
@@ -736,18 +786,8 @@ def forged(
                     client.plan(kind, link, token=forge(link.token)), record_id=None
                 )
             )
-        before = statement_calls(pg_port)
-        results, elapsed = timed(
-            lambda: client.run(kind, planned, options.concurrency)  # noqa: B023
-        )
-        after = statement_calls(pg_port)
-        delta = {
-            query: after[query] - before[query]
-            for query in after
-            if after[query] > before[query]
-        }
-        phases[kind] = Forged(summarize(results, elapsed), delta)
-    return phases
+        parts.append((kind, planned))
+    return run_measured(client, parts, options, pg_port)
 
 
 @dataclasses.dataclass
@@ -761,6 +801,9 @@ class Timeline:
     revoke_committed: float | None = None
     restart_started: float | None = None
     restart_finished: float | None = None
+    # The server's worker processes before and after the soak.
+    workers_before: set[int] = dataclasses.field(default_factory=set)
+    workers_after: set[int] = dataclasses.field(default_factory=set)
 
 
 async def scenario(
@@ -810,7 +853,7 @@ def soak(
         return client.plan(kind, rng.choice(pools[kind]))
 
     async def run() -> tuple[list[Result], Timeline]:
-        timeline = Timeline(start=time.monotonic())
+        timeline = Timeline(start=time.monotonic(), workers_before=workers)
         deadline = timeline.start + options.duration
         results, _ = await asyncio.gather(
             client.drive("soak", next_request, options.concurrency, deadline),
@@ -822,8 +865,10 @@ def soak(
             ),
         )
         timeline.end = time.monotonic()
+        timeline.workers_after = client.server.worker_pids()
         return results, timeline
 
+    workers = client.server.worker_pids()
     return asyncio.run(run())
 
 
@@ -837,14 +882,25 @@ def restart_window(results: Sequence[Result], timeline: Timeline) -> dict[str, A
     if timeline.restart_started is None or timeline.restart_finished is None:
         return {}
     origin = timeline.restart_started
-    errors = sorted((r for r in results if r.status >= 500), key=lambda r: r.end)
+    errors = sorted(
+        (r for r in results if r.status >= 500 and r.end >= origin), key=lambda r: r.end
+    )
     window: dict[str, Any] = {
         "restart_seconds": timeline.restart_finished - origin,
         "errors": histogram(errors),
+        "errors_before": histogram(
+            r for r in results if r.status >= 500 and r.end < origin
+        ),
         "retry_after": dict(
             collections.Counter(r.retry_after or "none" for r in errors)
         ),
     }
+    during = [
+        r.end - r.start
+        for r in results
+        if r.start <= timeline.restart_finished and r.end >= origin
+    ]
+    window["slowest_during"] = max(during, default=0.0)
     if not errors:
         return window
     first = errors[0].end
@@ -1028,7 +1084,33 @@ def check_revocations(
     ]
 
 
-def check_forged(forged_phases: Sequence[dict[str, Forged]]) -> Check:
+def check_recovery(
+    results: Sequence[Result], timelines: Sequence[Timeline]
+) -> list[Check]:
+    """Invariant 7: the site served again after the restart, with the same worker processes."""
+    restarts = [t for t in timelines if t.restart_finished is not None]
+    unrecovered = sum(
+        not any(
+            r.status == 200 and r.start >= (t.restart_finished or 0.0) for r in results
+        )
+        for t in restarts
+    )
+    replaced = sum(len(t.workers_before - t.workers_after) for t in timelines)
+    return [
+        Check(
+            "7a. the site answered 200 again after the restart of PostgreSQL",
+            unrecovered,
+            len(restarts),
+        ),
+        Check(
+            "7b. no server worker was replaced during the soak",
+            replaced,
+            sum(len(t.workers_before) for t in timelines),
+        ),
+    ]
+
+
+def check_forged(forged_phases: Sequence[dict[str, Measured]]) -> Check:
     """Invariant 5: forged stored links cost no statement."""
     phases = [phases[FORGED] for phases in forged_phases]
     return Check(
@@ -1041,32 +1123,32 @@ def check_forged(forged_phases: Sequence[dict[str, Forged]]) -> Check:
 # Output.
 
 
-def print_phases(title: str, phases: dict[str, Phase]) -> None:
+def print_phases(title: str, phases: dict[str, Phase | Measured]) -> None:
+    """Print a table of phases; measured ones show the SQL statements per request."""
     print(f"\n{title}")
-    print(f"  {'':<20}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses")
-    for name, phase in phases.items():
+    print(
+        f"  {'':<18}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'SQL/req':>9}  statuses"
+    )
+    for name, item in phases.items():
+        phase = item.phase if isinstance(item, Measured) else item
+        per_request = f"{item.per_request:.2f}" if isinstance(item, Measured) else ""
         statuses = ", ".join(f"{status}: {n}" for status, n in phase.statuses.items())
         print(
-            f"  {name:<20}{phase.requests:>9}{phase.rps:>9.1f}"
-            f"{phase.p50_ms:>9.1f}{phase.p99_ms:>9.1f}  {statuses}"
+            f"  {name:<18}{phase.requests:>9}{phase.rps:>8.0f}{phase.p50_ms:>8.1f}"
+            f"{phase.p99_ms:>8.1f}{per_request:>9}  {statuses}"
         )
 
 
-def print_forged(phases: dict[str, Forged]) -> None:
+def print_statements(phases: dict[str, Measured]) -> None:
+    """Print the statements that PostgreSQL ran during each measured phase, most frequent first."""
     print(
-        "\nForged links alone on the server: statements that PostgreSQL ran in the site's"
-        "\ndatabase meanwhile (pg_stat_statements, measured from another database)"
+        "\nStatements in the site's database during each phase (pg_stat_statements,"
+        "\nread from another database)"
     )
-    for kind, forged_phase in phases.items():
-        requests = forged_phase.phase.requests
-        print(
-            f"  {kind:<18}{requests:>6} requests {forged_phase.total:>7} statements"
-            f" ({forged_phase.total / requests:.2f} per request)"
-        )
-        for query, calls in sorted(
-            forged_phase.statements.items(), key=lambda i: -i[1]
-        ):
-            print(f"      {calls:>7}  {' '.join(query.split())[:90]}")
+    for kind, measured in phases.items():
+        print(f"  {kind}: {measured.total} for {measured.phase.requests} requests")
+        for query, calls in sorted(measured.statements.items(), key=lambda i: -i[1]):
+            print(f"    {calls:>7}  {' '.join(query.split())[:90]}")
 
 
 def print_kinds(results: Sequence[Result]) -> None:
@@ -1092,7 +1174,9 @@ def print_soak(phase: Phase, results: Sequence[Result], window: dict[str, Any]) 
         return
     print(
         f"  PostgreSQL restart: pg_ctl restart took {window['restart_seconds']:.2f} s;"
-        f" 5xx responses: {window['errors'] or 'none'}"
+        f" 5xx responses since it began: {window['errors'] or 'none'}"
+        f" (before it: {window['errors_before'] or 'none'});"
+        f" slowest request in flight meanwhile: {window['slowest_during'] * 1000:.0f} ms"
     )
     if "first_error" in window:
         print(
@@ -1124,6 +1208,11 @@ def environment_line(options: Options, pg: dict[str, str]) -> str:
     )
 
 
+def shown(path: Path) -> Path:
+    """Return ``path`` relative to the checkout if it's inside."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def write_json(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
@@ -1147,16 +1236,19 @@ def run_server(
     cluster: Cluster,
     pg_port: int,
     counter: Iterator[int],
-) -> tuple[dict[str, Any], list[Result], Timeline, dict[str, Forged]]:
+) -> tuple[dict[str, Any], list[Result], Timeline, dict[str, Measured]]:
     """Issue links, start the server ``kind``, run every phase on it and stop it."""
     rng = random.Random(options.seed)
     links = make_links(f"load-{kind}", options.links)
     server = Server(
-        kind, options.workers, site_environment(pg_port), ARTIFACTS / f"load-{kind}.log"
+        kind,
+        options.workers,
+        site_environment(pg_port, kind),
+        ARTIFACTS / f"load-{kind}.log",
     )
     client = Client(server, counter)
     print(
-        f"\n== {server.version()}: {options.workers} workers, log in {server.log.relative_to(ROOT)}"
+        f"\n== {server.version()}: {options.workers} workers, log in {shown(server.log)}"
     )
     server.start()
     try:
@@ -1165,14 +1257,15 @@ def run_server(
             "Prepare: use up links before the soak",
             {EXHAUSTED: summarize(prepared, elapsed)},
         )
-        measured = measure(client, links, options, rng)
+        measured = measure(client, links, options, pg_port, rng)
+        valid = {"stateless": measured[STATELESS], "stored": measured[UNLIMITED]}
         print_phases(
             "Valid links, in alternating halves (stateless, stored, stored, stateless)",
-            {"stateless": measured[STATELESS], "stored": measured[UNLIMITED]},
+            dict(valid),
         )
         forged_phases = forged(client, links, options, pg_port, rng)
-        print_phases("Forged links", {k: f.phase for k, f in forged_phases.items()})
-        print_forged(forged_phases)
+        print_phases("Forged links, alone on the server", dict(forged_phases))
+        print_statements({**valid, **forged_phases})
         results, timeline = soak(client, links, options, cluster, rng)
     finally:
         server.stop()
@@ -1185,15 +1278,14 @@ def run_server(
     report = {
         "server": server.version(),
         "prepare": summarize(prepared, elapsed),
-        "stateless": measured[STATELESS],
-        "stored": measured[UNLIMITED],
-        "forged": {
+        "measured": {
             kind: {
-                "phase": f.phase,
-                "statements": f.total,
-                "by_statement": f.statements,
+                "phase": item.phase,
+                "statements": item.total,
+                "statements_per_request": item.per_request,
+                "by_statement": item.statements,
             }
-            for kind, f in forged_phases.items()
+            for kind, item in {**valid, **forged_phases}.items()
         },
         "soak": {
             "phase": soak_phase,
@@ -1208,6 +1300,23 @@ def run_server(
         },
     }
     return report, client.results, timeline, forged_phases
+
+
+def check_all(
+    results: Sequence[Result],
+    timelines: Sequence[Timeline],
+    forged_phases: Sequence[dict[str, Measured]],
+) -> list[Check]:
+    """Check every invariant against the database and the responses."""
+    audit = read_audit()
+    checks = [
+        *check_records(audit),
+        *check_requests(results, audit),
+        check_forged(forged_phases),
+        *check_revocations(results, timelines, audit),
+        *check_recovery(results, timelines),
+    ]
+    return sorted(checks, key=lambda check: check.label)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1228,7 +1337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports: dict[str, Any] = {}
         results: list[Result] = []
         timelines: list[Timeline] = []
-        forged_phases: list[dict[str, Forged]] = []
+        forged_phases: list[dict[str, Measured]] = []
         for kind in options.servers:
             report, server_results, timeline, forged_phase = run_server(
                 kind, options, cluster, pg_port, counter
@@ -1237,20 +1346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += server_results
             timelines.append(timeline)
             forged_phases.append(forged_phase)
-        audit = read_audit()
-        checks = [
-            *check_records(audit),
-            *check_requests(results, audit),
-            check_forged(forged_phases),
-            *check_revocations(results, timelines, audit),
-        ]
-        checks.sort(key=lambda check: check.label)
-        print(f"\nAll requests: {len(results)}; statuses: {histogram(results)}")
-        print_checks(checks)
+        checks = check_all(results, timelines, forged_phases)
     finally:
         with contextlib.suppress(OSError):
             shutil.copy(cluster.log, ARTIFACTS / "load-postgresql.log")
-    violated = sum(check.violations for check in checks)
+    print(f"\nAll requests: {len(results)}; statuses: {histogram(results)}")
+    print_checks(checks)
+    violations = sum(check.violations for check in checks)
     write_json(
         options.json_path,
         {
@@ -1265,15 +1367,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "servers": reports,
             "statuses": histogram(results),
-            "invariants": [dataclasses.asdict(check) for check in checks],
+            "invariants": checks,
+            "violations": violations,
             "seconds": time.monotonic() - started,
         },
     )
-    print(
-        f"\n{'FAILED: ' + str(violated) + ' violations' if violated else 'All invariants hold'};"
-        f" figures in {options.json_path}; total time {time.monotonic() - started:.0f} s"
+    outcome = (
+        f"FAILED: {violations} violations" if violations else "All invariants hold"
     )
-    return 1 if violated else 0
+    print(
+        f"\n{outcome}; figures in {shown(options.json_path)};"
+        f" total time {time.monotonic() - started:.0f} s"
+    )
+    return 1 if violations else 0
 
 
 if __name__ == "__main__":
