@@ -3,9 +3,9 @@
 #   make demo    run the demo site on embedded SQLite and print a magic link
 #   make test    run the test suite, the linters, the docs build and the package check
 #
-# Both create .venv and install what they need on first use. Helpers: bench, docs, lint, clean.
+# Both create .venv and install what they need on first use. Helpers: bench, load, docs, lint, clean.
 
-.PHONY: demo test bench docs lint clean
+.PHONY: demo test bench load docs lint clean
 
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
@@ -35,6 +35,9 @@ endif
 # Arguments for rundemo, e.g. `make demo DEMO_ARGS=--no-serve` to print the links and stop.
 DEMO_ARGS ?=
 
+# Arguments for the load test, e.g. `make load LOAD_ARGS=--quick` or `LOAD_ARGS="--server both"`.
+LOAD_ARGS ?=
+
 demo: $(VENV)/.demo-installed
 	$(VENV_PYTHON) demo/manage.py rundemo $(DEMO_ARGS)
 
@@ -43,6 +46,10 @@ test: $(VENV)/bin/tox
 
 bench: $(VENV)/.bench-installed
 	$(VENV_PYTHON) -m tests.benchmarks.bench
+
+# The load and soak test of the database store (docs/load.rst); needs Debian's postgresql package.
+load: $(VENV)/.load-installed
+	$(VENV_PYTHON) -m tests.benchmarks.load $(LOAD_ARGS)
 
 docs: $(VENV)/bin/tox
 	$(VENV)/bin/tox run -e docs
@@ -81,4 +88,8 @@ $(VENV)/.demo-installed: pyproject.toml | $(VENV_PYTHON)
 
 $(VENV)/.bench-installed: pyproject.toml | $(VENV_PYTHON)
 	$(VENV_PYTHON) -m pip install --quiet Django django-model-utils "django-sesame==3.2.5"
+	@touch $@
+
+$(VENV)/.load-installed: pyproject.toml | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install --quiet --editable . gunicorn uvicorn "psycopg[binary,pool]"
 	@touch $@
