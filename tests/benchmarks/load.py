@@ -9,22 +9,26 @@ Usage::
 
 This script starts a throwaway PostgreSQL server with ``pg_stat_statements``
 (:func:`tests.postgres.start_cluster`, on 127.0.0.1), migrates the demo site
-(``demo/demo_site``, switched by environment variables to PostgreSQL, DEBUG
-off, persistent connections with health checks), creates users, issues
-stored links with various use limits and makes stateless links. Then, for
-each server, it starts the site under gunicorn's sync workers or uvicorn's
-ASGI workers and sends requests from an asyncio HTTP client, each with a
+(``demo/demo_site``, switched by ``DEMO_*`` environment variables to
+PostgreSQL, DEBUG off, persistent connections with health checks), creates
+users, issues stored links with various use limits and makes stateless
+links. Then, for each server, it starts the site under gunicorn's sync
+workers, or uvicorn's ASGI workers with an async view and a pool of
+connections, and sends requests from an asyncio HTTP client, each with a
 unique ``User-Agent`` that the audit trail records:
 
-1. prepare: uses up some links before the run;
+1. prepare: uses up some links before the soak;
 2. stateless, stored: valid links of each kind, in alternating halves, for
    throughput and latency side by side;
 3. forged: stored links with a wrong MAC, then stateless links with a wrong
-   signature, alone on the server, counting the statements that PostgreSQL
-   ran for each (``pg_stat_statements``);
+   signature;
 4. soak: a mix of valid, forged, wrong-scope, used-up and soon-revoked links
-   for ``--duration`` seconds; a third of the way in, the script revokes a
-   subset of the links; halfway, it restarts PostgreSQL.
+   for ``--duration`` seconds; 30% of the way in, the script revokes a
+   subset of the links; at 55%, it restarts PostgreSQL.
+
+Phases 2 and 3 run alone on the server: the script counts the statements
+that PostgreSQL ran meanwhile in the site's database (``pg_stat_statements``,
+read from another database).
 
 Finally it checks invariants against the database and the responses, prints
 them with their number of violations, writes every figure to
