@@ -104,6 +104,7 @@ SOAK_MIX = {
 }
 REVOKE_AT = 0.3  # of the soak's duration
 RESTART_AT = 0.55
+AFTERMATH = 2.0  # seconds of soak at least after each event, however short --duration
 
 # Use limits of the stored links of each pool, in turn; None is unlimited.
 LIMITS = {
@@ -629,13 +630,13 @@ class Client:
         phase: str,
         next_request: Callable[[], Planned | None],
         concurrency: int,
-        deadline: float | None = None,
+        running: Callable[[], bool] | None = None,
     ) -> list[Result]:
-        """Keep ``concurrency`` requests in flight until ``next_request`` returns None or ``deadline``."""
+        """Keep ``concurrency`` requests in flight until ``next_request`` returns None or ``running()`` False."""
         results: list[Result] = []
 
         async def loop() -> None:
-            while deadline is None or time.monotonic() < deadline:
+            while running is None or running():
                 planned = next_request()
                 if planned is None:
                     return
@@ -701,14 +702,16 @@ def timed(func: Callable[[], list[Result]]) -> tuple[list[Result], float]:
     return results, time.monotonic() - start
 
 
-def prepare(client: Client, links: Links, concurrency: int) -> list[Result]:
+def prepare(
+    client: Client, links: Links, concurrency: int, rng: random.Random
+) -> list[Result]:
     """Use up the EXHAUSTED links, each as often as it allows."""
     planned = [
         client.plan(EXHAUSTED, link)
         for link in links.stored[EXHAUSTED]
         for _ in range(link.max_uses or 1)
     ]
-    random.Random(0).shuffle(planned)
+    rng.shuffle(planned)
     return client.run("prepare", planned, concurrency)
 
 
@@ -799,6 +802,7 @@ class Timeline:
     """When the soak revoked links and restarted PostgreSQL, in monotonic seconds."""
 
     start: float
+    deadline: float
     end: float = 0.0
     revoked_ids: list[int] = dataclasses.field(default_factory=list)
     revoked: int = 0
@@ -808,6 +812,13 @@ class Timeline:
     # The server's worker processes before and after the soak.
     workers_before: set[int] = dataclasses.field(default_factory=set)
     workers_after: set[int] = dataclasses.field(default_factory=set)
+
+    def extend(self) -> None:
+        """Keep the soak going for AFTERMATH seconds at least."""
+        self.deadline = max(self.deadline, time.monotonic() + AFTERMATH)
+
+    def running(self) -> bool:
+        return time.monotonic() < self.deadline
 
 
 async def scenario(
@@ -819,6 +830,7 @@ async def scenario(
     )
     timeline.revoked_ids = ids
     timeline.revoked, timeline.revoke_committed = await asyncio.to_thread(revoke, ids)
+    timeline.extend()
     if cluster is None:
         return
     await asyncio.sleep(
@@ -827,6 +839,7 @@ async def scenario(
     timeline.restart_started = time.monotonic()
     await asyncio.to_thread(cluster.restart)
     timeline.restart_finished = time.monotonic()
+    timeline.extend()
 
 
 def soak(
@@ -857,10 +870,10 @@ def soak(
         return client.plan(kind, rng.choice(pools[kind]))
 
     async def run() -> tuple[list[Result], Timeline]:
-        timeline = Timeline(start=time.monotonic(), workers_before=workers)
-        deadline = timeline.start + options.duration
+        start = time.monotonic()
+        timeline = Timeline(start, start + options.duration, workers_before=workers)
         results, _ = await asyncio.gather(
-            client.drive("soak", next_request, options.concurrency, deadline),
+            client.drive("soak", next_request, options.concurrency, timeline.running),
             scenario(
                 timeline,
                 options.duration,
@@ -1014,7 +1027,7 @@ def check_records(audit: Audit) -> list[Check]:
 
 
 def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
-    """Invariants 3 and 4: each response matches its audit events; no 500."""
+    """Invariants 3 and 4: each response matches its audit events; each request got one, not a 500."""
     accepted = rejected_ok = missing = lost = stray = 0
     ok_count = not_ok_count = forbidden_count = other_count = 0
     for result in results:
@@ -1045,6 +1058,7 @@ def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
                 and reason_fits(rejected[0][1], result.kind, record)
             )
     errors = sum(1 for result in results if result.status == 500)
+    unanswered = sum(1 for result in results if result.status == 0)
     return [
         Check(
             "3a. each 2xx for a stored link has exactly one used event",
@@ -1068,7 +1082,12 @@ def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
             forbidden_count,
         ),
         Check("3d. forged and stateless links left no event", stray, other_count),
-        Check("4. no response was 500", errors, len(results)),
+        Check("4a. no response was 500", errors, len(results)),
+        Check(
+            "4b. every request got a response (no reset, no timeout)",
+            unanswered,
+            len(results),
+        ),
     ]
 
 
@@ -1268,7 +1287,9 @@ def run_server(
     )
     server.start()
     try:
-        prepared, elapsed = timed(lambda: prepare(client, links, options.concurrency))
+        prepared, elapsed = timed(
+            lambda: prepare(client, links, options.concurrency, rng)
+        )
         print_phases(
             "Prepare: use up links before the soak",
             {EXHAUSTED: summarize(prepared, elapsed)},
