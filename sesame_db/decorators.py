@@ -21,7 +21,7 @@ from .confirm import ALL_ALIASES, atomic_requests, needs_confirmation
 from .exceptions import DatabaseUnavailable
 from .ratelimit import is_rate_limited, rate_limited_response
 from .responses import unavailable_response
-from .utils import aget_user, get_user
+from .utils import aget_user, database_unavailable, get_user
 
 __all__ = ["authenticate"]
 
@@ -198,12 +198,13 @@ def _decorate(
                     max_age,
                     update_last_login=update_last_login,
                 )
+                if (response := set_user(request, user)) is not None:
+                    return response
+                if permanent and user is not None:
+                    with database_unavailable():
+                        await alogin(request, user)  # type: ignore[arg-type]
             except DatabaseUnavailable:
                 return unavailable_response()
-            if (response := set_user(request, user)) is not None:
-                return response
-            if permanent and user is not None:
-                await alogin(request, user)  # type: ignore[arg-type]
             return await view(request, *args, **kwargs)
 
         return async_wrapper  # type: ignore[return-value]
@@ -223,12 +224,13 @@ def _decorate(
                 max_age,
                 update_last_login=update_last_login,
             )
+            if (response := set_user(request, user)) is not None:
+                return response
+            if permanent and user is not None:
+                with database_unavailable():
+                    login(request, user)  # type: ignore[arg-type]
         except DatabaseUnavailable:
             return unavailable_response()
-        if (response := set_user(request, user)) is not None:
-            return response
-        if permanent and user is not None:
-            login(request, user)  # type: ignore[arg-type]
         with atomic_requests(view):
             return view(request, *args, **kwargs)
 

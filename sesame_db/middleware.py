@@ -23,7 +23,7 @@ from django.utils.encoding import escape_uri_path
 from .conf import conf
 from .exceptions import DatabaseUnavailable
 from .responses import unavailable_response
-from .utils import aget_user, get_user
+from .utils import aget_user, database_unavailable, get_user
 
 __all__ = ["AuthenticationMiddleware"]
 
@@ -102,10 +102,11 @@ class AuthenticationMiddleware:
         try:
             # login() updates the last login date; don't do it twice.
             user = get_user(request, update_last_login=False if has_session else None)
+            if has_session and user is not None:
+                with database_unavailable():
+                    login(request, user)  # type: ignore[arg-type]
         except DatabaseUnavailable:
             return unavailable_response()
-        if has_session and user is not None:
-            login(request, user)  # type: ignore[arg-type]
         response = self._after_login(request, user, has_session)
         return response if response is not None else self.get_response(request)
 
@@ -115,10 +116,11 @@ class AuthenticationMiddleware:
             user = await aget_user(
                 request, update_last_login=False if has_session else None
             )
+            if has_session and user is not None:
+                with database_unavailable():
+                    await alogin(request, user)  # type: ignore[arg-type]
         except DatabaseUnavailable:
             return unavailable_response()
-        if has_session and user is not None:
-            await alogin(request, user)  # type: ignore[arg-type]
         response = self._after_login(request, user, has_session)
         return response if response is not None else await self.get_response(request)
 

@@ -5,10 +5,11 @@ Create tokens and authenticate users with them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -46,9 +47,20 @@ logger = logging.getLogger("sesame_db")
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
-def _unavailable(exc: Exception) -> DatabaseUnavailable:
-    logger.error("Cannot check a token: the database failed: %s", exc, exc_info=exc)
-    return DatabaseUnavailable(f"cannot check the token: {exc}")
+@contextlib.contextmanager
+def database_unavailable() -> Iterator[None]:
+    """
+    Turn the database errors of the block into :exc:`~sesame_db.exceptions.DatabaseUnavailable`, and log them.
+
+    :func:`get_user` checks tokens in such a block; views log users in in
+    one too, since :func:`~django.contrib.auth.login` writes to the database.
+
+    """
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        logger.error("Cannot use a token: the database failed: %s", exc, exc_info=exc)
+        raise DatabaseUnavailable(f"cannot use the token: {exc}") from exc
 
 
 def _create_token(
@@ -328,7 +340,7 @@ def get_user(
     request, token = _split(request_or_token, token)
     if token is None:
         return None
-    try:
+    with database_unavailable():
         # authenticate() sets user.backend, which login() needs.
         user: AbstractBaseUser | None = authenticate(
             request, sesame_token=token, scope=scope, max_age=max_age
@@ -336,8 +348,6 @@ def get_user(
         if user is not None and update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             user.save(update_fields=["last_login"])
-    except DATABASE_ERRORS as exc:
-        raise _unavailable(exc) from exc
     return user
 
 
@@ -353,13 +363,11 @@ async def aget_user(
     request, token = _split(request_or_token, token)
     if token is None:
         return None
-    try:
+    with database_unavailable():
         user: AbstractBaseUser | None = await aauthenticate(
             request, sesame_token=token, scope=scope, max_age=max_age
         )
         if user is not None and update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             await user.asave(update_fields=["last_login"])
-    except DATABASE_ERRORS as exc:
-        raise _unavailable(exc) from exc
     return user

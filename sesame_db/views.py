@@ -27,7 +27,7 @@ from .decorators import _decorate
 from .exceptions import DatabaseUnavailable
 from .ratelimit import is_rate_limited, rate_limited_response
 from .responses import unavailable_response
-from .utils import get_user
+from .utils import database_unavailable, get_user
 
 __all__ = ["LoginView", "TokenAuthenticationMixin"]
 
@@ -91,13 +91,14 @@ class LoginView(RedirectURLMixin, View):
         # login() updates the last login date; don't do it twice.
         try:
             user = get_user(request, self.scope, self.max_age, update_last_login=False)
+            if user is None:
+                if is_rate_limited(request):
+                    return self.login_rate_limited()
+                return self.login_failed()
+            with database_unavailable():
+                login(request, user)  # type: ignore[arg-type]
         except DatabaseUnavailable:
             return self.login_unavailable()
-        if user is None:
-            if is_rate_limited(request):
-                return self.login_rate_limited()
-            return self.login_failed()
-        login(request, user)  # type: ignore[arg-type]
         return self.login_success()
 
     def setup(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:

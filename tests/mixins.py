@@ -158,7 +158,11 @@ class FailingDatabaseMixin(CreateUserMixin):
 
     """
 
-    error = OperationalError("server closed the connection unexpectedly")
+    def setUp(self):
+        super().setUp()
+        # A new error per test: raising one object again and again would
+        # lengthen its traceback.
+        self.error = OperationalError("server closed the connection unexpectedly")
 
     def _wrapper(self, predicate, error, failed):
         def wrapper(execute, sql, params, many, context):

@@ -37,7 +37,7 @@ class GetUserTests(FailingDatabaseMixin, CaptureLogMixin, TransactionTestCase):
         self.assertIs(caught.exception.__cause__, self.error)
         self.assertIsInstance(caught.exception, OperationalError)
         self.assertLogsContain(
-            "Cannot check a token: the database failed: server closed the connection"
+            "Cannot use a token: the database failed: server closed the connection"
         )
         # Neither accepted nor rejected.
         self.assertEqual(self.use(record), (0, []))
@@ -188,6 +188,57 @@ class ResponseTests(FailingDatabaseMixin, CaptureLogMixin, TransactionTestCase):
         self.assertUnavailable(self.get("/login/"))
         self.assertNotUsed()
         self.assertNotIn("_auth_user_id", self.client.session)
+
+    def is_login(self, sql):
+        # login() creates a session and updates the last login date.
+        return "django_session" in sql or (
+            statement(sql) == "UPDATE" and "auth_user" in sql
+        )
+
+    def assertUsedButUnavailable(self, response):
+        # The use was committed before login() failed: the link is used.
+        self.assertUnavailable(response)
+        self.assertEqual(self.use(self.record), (1, ["used"]))
+        self.assertNotIn("_auth_user_id", self.client.session)
+
+    def test_login_view_login_fails(self):
+        with self.captureLogs("ERROR"), self.failing(self.is_login):
+            response = self.client.get("/login/", {"sesame": self.token})
+        self.assertUsedButUnavailable(response)
+
+    def test_decorator_permanent_login_fails(self):
+        with self.captureLogs("ERROR"), self.failing(self.is_login):
+            response = self.client.get("/permanent/", {"sesame": self.token})
+        self.assertUsedButUnavailable(response)
+
+    async def test_async_decorator_permanent_login_fails(self):
+        with self.captureLogs("ERROR"):
+            async with self.afailing(self.is_login):
+                response = await self.async_client.get(
+                    "/apermanent/", {"sesame": self.token}
+                )
+        self.assertUnavailable(response)
+        self.assertEqual(await sync_to_async(self.use)(self.record), (1, ["used"]))
+
+    @override_settings(
+        MIDDLEWARE=[SESSION_MIDDLEWARE, AUTH_MIDDLEWARE, SESAME_MIDDLEWARE]
+    )
+    def test_middleware_login_fails(self):
+        with self.captureLogs("ERROR"), self.failing(self.is_login):
+            response = self.client.get("/user/", {"sesame": self.token})
+        self.assertUsedButUnavailable(response)
+
+    @override_settings(
+        MIDDLEWARE=[SESSION_MIDDLEWARE, AUTH_MIDDLEWARE, SESAME_MIDDLEWARE]
+    )
+    async def test_async_middleware_login_fails(self):
+        with self.captureLogs("ERROR"):
+            async with self.afailing(self.is_login):
+                response = await self.async_client.get(
+                    "/auser/", {"sesame": self.token}
+                )
+        self.assertUnavailable(response)
+        self.assertEqual(await sync_to_async(self.use)(self.record), (1, ["used"]))
 
     @override_settings(ROOT_URLCONF="tests.cbv_urls")
     def test_token_authentication_mixin(self):

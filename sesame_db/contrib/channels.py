@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.db import close_old_connections
 from django.http import HttpRequest
 
 from sesame_db.conf import conf
@@ -78,6 +80,23 @@ def _query_token(connection_scope: Scope) -> str | None:
     return None
 
 
+async def _aget_user(
+    request: HttpRequest,
+    scope: str,
+    max_age: float | datetime.timedelta | None,
+    token: str,
+) -> AbstractBaseUser | None:
+    try:
+        return await aget_user(request, scope, max_age, token=token)
+    except DatabaseUnavailable:
+        # Channels sends no request_finished signal, which would close a
+        # broken connection, as Django's handlers do after a request: close
+        # it here, in the thread that ran the check, so that the next
+        # connection attempt reconnects.
+        await sync_to_async(close_old_connections)()
+        raise
+
+
 async def authenticate_connection(
     connection_scope: Scope,
     token: str,
@@ -103,9 +122,7 @@ async def authenticate_connection(
     1013, Try Again Later.
 
     """
-    user = await aget_user(
-        request_from_scope(connection_scope), scope, max_age, token=token
-    )
+    user = await _aget_user(request_from_scope(connection_scope), scope, max_age, token)
     if user is not None:
         connection_scope["user"] = user
     return user
@@ -177,9 +194,7 @@ class SesameAuthMiddleware:
         if token is not None:
             request = request_from_scope(scope)
             try:
-                user = await aget_user(
-                    request, self.token_scope, self.max_age, token=token
-                )
+                user = await _aget_user(request, self.token_scope, self.max_age, token)
             except DatabaseUnavailable:
                 await self.deny(receive, send, code=TRY_AGAIN_LATER)
                 return

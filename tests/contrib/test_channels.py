@@ -325,6 +325,36 @@ class UnavailableTests(FailingDatabaseMixin, ChannelsTestCase):
         self.assertEqual(await self.whoami(f"/ws/?sesame={token}"), "john")
 
 
+@pytest.mark.postgresql
+class KilledConnectionTests(FailingDatabaseMixin, ChannelsTestCase):
+    """Channels sends no request_finished signal: the middleware must close a broken connection."""
+
+    databases = {"default", "other"}
+
+    @sync_to_async
+    def kill_connection(self):
+        from django.db import connection, connections
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        # From another connection, and wait until it's gone.
+        with connections["other"].cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+        connections["other"].close()
+
+    async def test_next_connection_reconnects(self):
+        token, record = await issue(self.user)
+        application = SesameAuthMiddleware(WhoAmIConsumer.as_asgi())
+        path = f"/ws/?sesame={token}"
+        await self.kill_connection()
+        with self.assertLogs("sesame_db", "ERROR"):
+            async with self.connect(application, path) as (_, connected, code):
+                self.assertEqual((connected, code), (False, 1013))
+        self.assertEqual(await self.whoami(path), "john")
+        self.assertEqual(await sync_to_async(self.use)(record), (1, ["used"]))
+
+
 class AuthenticateConnectionTests(ChannelsTestCase):
     async def test_first_message(self):
         application = FirstMessageConsumer.as_asgi()
