@@ -138,6 +138,14 @@ class FaultTestCase(CreateUserMixin, TransactionTestCase):
             status, body = error.code, error.read()
         return Result(link or token, agent, started, status, body)
 
+    def assertUsableOnce(self, token, record):
+        """Check that the one-time link ``token`` wasn't used by the fault: it works once, and once only."""
+        self.assertEqual(self.get("/report/1/", token).status, 200)
+        self.assertEqual(self.get("/report/1/", token).status, 403)
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
+        self.assertEqual(self.events(record), [("used", ""), ("rejected", "used_up")])
+
     def events(self, record):
         return list(
             TokenEvent.objects.filter(token=record)
@@ -184,11 +192,7 @@ class KilledConnectionTests(FaultTestCase):
 
         # The same server, its connection replaced by Django at the end of
         # the failed request: the link works once, and once only.
-        self.assertEqual(self.get("/report/1/", token).status, 200)
-        self.assertEqual(self.get("/report/1/", token).status, 403)
-        record.refresh_from_db()
-        self.assertEqual(record.use_count, 1)
-        self.assertEqual(self.events(record), [("used", ""), ("rejected", "used_up")])
+        self.assertUsableOnce(token, record)
         with connection.cursor() as cursor:
             cursor.execute("SELECT last_value FROM faults_kills")
             self.assertEqual(cursor.fetchone()[0], 2)
@@ -226,11 +230,7 @@ class StatementTimeoutTests(FaultTestCase):
         self.assertEqual(record.use_count, 0)
         self.assertEqual(self.events(record), [])
         # Once the lock is released, the link works once, and once only.
-        self.assertEqual(self.get("/report/1/", token).status, 200)
-        self.assertEqual(self.get("/report/1/", token).status, 403)
-        record.refresh_from_db()
-        self.assertEqual(record.use_count, 1)
-        self.assertEqual(self.events(record), [("used", ""), ("rejected", "used_up")])
+        self.assertUsableOnce(token, record)
 
 
 class LoadTestCase(FaultTestCase):
