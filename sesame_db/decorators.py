@@ -17,7 +17,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
 
-from .confirm import ALL_ALIASES, atomic_requests, needs_confirmation
+from .confirm import ALL_ALIASES, atomic_requests, mark_view, needs_confirmation
 from .exceptions import DatabaseUnavailable
 from .ratelimit import is_rate_limited, rate_limited_response
 from .responses import unavailable_response
@@ -207,6 +207,7 @@ def _decorate(
                 return unavailable_response()
             return await view(request, *args, **kwargs)
 
+        mark_view(async_wrapper, confirm)
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(view)
@@ -236,4 +237,5 @@ def _decorate(
 
     # Use the token outside of ATOMIC_REQUESTS; see atomic_requests().
     wrapper._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]
+    mark_view(wrapper, confirm)
     return wrapper  # type: ignore[return-value]

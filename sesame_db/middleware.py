@@ -6,6 +6,7 @@ A middleware that logs in users who follow a link with a token.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -13,14 +14,22 @@ from django.contrib.auth import alogin, login
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
     HttpResponseRedirect,
 )
-from django.utils.encoding import escape_uri_path
+from django.urls import resolve
 
 from .conf import conf
+from .confirm import (
+    SAFE_METHODS,
+    csrf_rejection,
+    local_url,
+    render_confirmation,
+    view_confirms,
+)
 from .exceptions import DatabaseUnavailable
 from .responses import unavailable_response
 from .utils import aget_user, database_unavailable, get_user
@@ -80,6 +89,24 @@ class AuthenticationMiddleware:
     When the database fails during the check, it answers 503 Service
     Unavailable instead of running the view.
 
+    Links that need :ref:`confirmation <scanner-safe>` are never used by a
+    GET, HEAD, OPTIONS or TRACE request, which mail scanners and link
+    previews send:
+
+    * when the URL leads to a view that checks tokens itself
+      (:func:`~sesame_db.decorators.authenticate`,
+      :class:`~sesame_db.views.LoginView`,
+      :class:`~sesame_db.views.TokenAuthenticationMixin` or
+      :class:`~sesame_db.contrib.rest_framework.SesameTokenAuthentication`),
+      the middleware leaves the token to that view, which asks for
+      confirmation if its ``confirm`` option says so, and else uses it once;
+    * else, when :data:`SESAME_CONFIRM` is on, the middleware answers with
+      the confirmation page itself; the POST request that the page sends is
+      checked against CSRF, logs the user in and redirects (303 See Other)
+      to the same URL without the token.
+
+    Its redirects never leave the site, whatever the path of the request.
+
     It supports sync and async requests.
 
     """
@@ -98,39 +125,91 @@ class AuthenticationMiddleware:
     ) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
             return self.__acall__(request)
+        confirming, response = self._confirm(request)
+        if response is not None:
+            return response
         has_session = hasattr(request, "session")
-        try:
-            # login() updates the last login date; don't do it twice.
-            user = get_user(request, update_last_login=False if has_session else None)
-            if has_session and user is not None:
-                with database_unavailable():
-                    login(request, user)  # type: ignore[arg-type]
-        except DatabaseUnavailable:
-            return unavailable_response()
-        response = self._after_login(request, user, has_session)
+        user = None
+        if confirming is not None:
+            try:
+                # login() updates the last login date; don't do it twice.
+                user = get_user(
+                    request, update_last_login=False if has_session else None
+                )
+                if has_session and user is not None:
+                    with database_unavailable():
+                        login(request, user)  # type: ignore[arg-type]
+            except DatabaseUnavailable:
+                return unavailable_response()
+        response = self._after_login(request, user, has_session, confirming)
         return response if response is not None else self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        confirming, response = self._confirm(request)
+        if response is not None:
+            return response
         has_session = hasattr(request, "session")
-        try:
-            user = await aget_user(
-                request, update_last_login=False if has_session else None
-            )
-            if has_session and user is not None:
-                with database_unavailable():
-                    await alogin(request, user)  # type: ignore[arg-type]
-        except DatabaseUnavailable:
-            return unavailable_response()
-        response = self._after_login(request, user, has_session)
+        user = None
+        if confirming is not None:
+            try:
+                user = await aget_user(
+                    request, update_last_login=False if has_session else None
+                )
+                if has_session and user is not None:
+                    with database_unavailable():
+                        await alogin(request, user)  # type: ignore[arg-type]
+            except DatabaseUnavailable:
+                return unavailable_response()
+        response = self._after_login(request, user, has_session, confirming)
         return response if response is not None else await self.get_response(request)
 
+    @staticmethod
+    def _confirm(request: HttpRequest) -> tuple[bool | None, HttpResponseBase | None]:
+        """
+        Decide what to do with the token of ``request``.
+
+        Return ``(confirming, response)``: ``confirming`` is :obj:`None` when
+        the token must be left alone, else whether this request confirms a
+        link; ``response``, if set, is the answer instead of the view.
+
+        """
+        if conf.TOKEN_NAME not in request.GET:
+            return False, None
+        try:
+            match = resolve(request.path_info, getattr(request, "urlconf", None))
+        except Http404:
+            confirms = None
+        else:
+            confirms = view_confirms(match.func)
+        if confirms is not None:
+            # The view checks tokens itself: leave the token to it. Using it
+            # here too would count two uses, and its confirmation page would
+            # never show, since a scanner's GET would use the link here.
+            return None, None
+        if not conf.CONFIRM:
+            return False, None
+        if request.method in SAFE_METHODS:
+            return None, render_confirmation(request)
+        # A POST from the confirmation page, or another unsafe method.
+        return True, csrf_rejection(request)
+
     def _after_login(
-        self, request: HttpRequest, user: AbstractBaseUser | None, has_session: bool
+        self,
+        request: HttpRequest,
+        user: AbstractBaseUser | None,
+        has_session: bool,
+        confirming: bool | None,
     ) -> HttpResponse | None:
         if not hasattr(request, "user"):
             # Django's AuthenticationMiddleware isn't installed.
             request.user = user if user is not None else AnonymousUser()  # type: ignore[assignment]
             return None
+        if confirming and has_session:
+            # The view isn't meant to get the confirmation's POST: send the
+            # browser back to the page, with a GET, logged in or not.
+            response = self.get_redirect(request)
+            response.status_code = HTTPStatus.SEE_OTHER
+            return response
         # Redirecting POST requests doesn't work well.
         if (
             user is not None
@@ -143,11 +222,5 @@ class AuthenticationMiddleware:
 
     @staticmethod
     def get_redirect(request: HttpRequest) -> HttpResponse:
-        """Return a redirect to the URL of ``request`` without the token."""
-        params = request.GET.copy()
-        params.pop(conf.TOKEN_NAME, None)
-        # request.path is decoded: escape it, or %3F would become a query string.
-        url = escape_uri_path(request.path)
-        if params:
-            url += "?" + params.urlencode()
-        return HttpResponseRedirect(url)
+        """Return a redirect to the URL of ``request`` without the token, on this site."""
+        return HttpResponseRedirect(local_url(request, keep_token=False))

@@ -22,7 +22,7 @@ from django.http import (
 from django.utils.functional import lazy
 from django.views.generic import View
 
-from .confirm import ALL_ALIASES, confirm_enabled, needs_confirmation
+from .confirm import ALL_ALIASES, confirm_enabled, mark_view, needs_confirmation
 from .decorators import _decorate
 from .exceptions import DatabaseUnavailable
 from .ratelimit import is_rate_limited, rate_limited_response
@@ -79,6 +79,7 @@ class LoginView(RedirectURLMixin, View):
         view = super().as_view(**initkwargs)
         # Use the token outside of ATOMIC_REQUESTS; see confirm.atomic_requests().
         view._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]
+        mark_view(view, initkwargs.get("confirm", cls.confirm))
         return view
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -195,6 +196,7 @@ class TokenAuthenticationMixin:
         view = super().as_view(**initkwargs)  # type: ignore[misc]
         # Use the token outside of ATOMIC_REQUESTS; see confirm.atomic_requests().
         view._non_atomic_requests = ALL_ALIASES
+        mark_view(view, initkwargs.get("confirm", cls.confirm))
         return view
 
     def get_scope(self) -> str:

@@ -8,7 +8,7 @@ This module requires the ``drf`` extra: ``pip install 'django-sesame-db[drf]'``.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
@@ -20,6 +20,7 @@ from rest_framework.authentication import (
 )
 
 from sesame_db.conf import conf
+from sesame_db.confirm import SAFE_METHODS, confirm_enabled
 from sesame_db.exceptions import DatabaseUnavailable
 from sesame_db.ratelimit import is_rate_limited, retry_after
 from sesame_db.responses import RETRY_AFTER
@@ -80,6 +81,13 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
         Whether to accept a token in the query string, :obj:`True` by
         default. Query strings end up in server logs; prefer the header
         for API clients.
+    ``confirm``
+        Whether tokens in the query string are :ref:`scanner-safe links
+        <scanner-safe>`; defaults to :data:`SESAME_CONFIRM`. Then a GET,
+        HEAD, OPTIONS or TRACE request, which a mail scanner may send, can't
+        use a token in the query string: it's answered 401 Unauthorized and
+        the token isn't checked. Other methods, and tokens in the header,
+        which scanners don't send, are accepted.
 
     ``request.auth`` is :obj:`None`: the token isn't kept once checked.
 
@@ -89,6 +97,10 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
     scope: str = ""
     max_age: float | datetime.timedelta | None = None
     allow_query_string: bool = True
+    confirm: bool | None = None
+
+    # AuthenticationMiddleware leaves tokens to the views that use this class.
+    _sesame_db_checks_tokens: ClassVar[bool] = True
 
     def authenticate(self, request: Any) -> tuple[AbstractBaseUser, None] | None:
         """
@@ -107,6 +119,13 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
             if token is not None:
                 user = get_user(django_request, self.scope, self.max_age, token=token)
             elif self.allow_query_string and conf.TOKEN_NAME in django_request.GET:
+                if (
+                    confirm_enabled(self.confirm)
+                    and django_request.method in SAFE_METHODS
+                ):
+                    raise exceptions.AuthenticationFailed(
+                        _("This link must be confirmed: send it with a POST request.")
+                    )
                 user = get_user(django_request, self.scope, self.max_age)
             else:
                 return None
