@@ -64,6 +64,7 @@ def entry_points(confirm):
         path("login/", LoginView.as_view(confirm=confirm, next_page="/done/")),
         path("mixin/", MixinView.as_view(confirm=confirm)),
         path("drf/", (ConfirmingApiView if confirm else ApiView).as_view()),
+        path("permanent/", authenticate(answer, confirm=confirm, permanent=True)),
     ]
 
 

@@ -21,9 +21,10 @@ from django.contrib.auth import SESSION_KEY
 from django.test import Client, TestCase, override_settings
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from sesame_db.models import TokenEvent
 from sesame_db.utils import get_token, issue_token
 
-from .mixins import CreateUserMixin
+from .mixins import CreateUserMixin, tamper
 
 SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -283,3 +284,97 @@ class ChannelsScannerTests(CreateUserMixin, TestCase):
         await record.arefresh_from_db()
         self.assertEqual(record.use_count, 0)
         self.assertEqual(seen, [None] * len(SCANNER_METHODS))
+
+
+# Entry points without confirmation, and what each answers to a bad token.
+REFUSALS = {
+    "/default/decorator/": 403,
+    "/default/adecorator/": 403,
+    "/default/login/": 403,
+    "/default/mixin/": 403,
+    "/default/permanent/": 403,
+    "/default/drf/": 401,
+    # The middleware ignores a bad token: the view runs anonymously.
+    "/plain/": 200,
+}
+
+
+def bad_tokens(user):
+    stored, _ = issue_token(user)
+    stateless = get_token(user)
+    return {
+        "forged stored": tamper(stored),
+        "truncated stored": stored[:-3],
+        "forged stateless": tamper(stateless),
+        "truncated stateless": stateless[:-3],
+        "oversized": "~" + "A" * 10_000,
+        "non-ASCII": "~" + "é" * 36,
+        "NUL": stored[:10] + "\x00" + stored[11:],
+        "empty": "",
+    }
+
+
+@override_settings(
+    ROOT_URLCONF="tests.attack_urls",
+    MIDDLEWARE=WITH_MIDDLEWARE,
+    SESAME_CONFIRM=False,
+)
+class BadTokenTests(CreateUserMixin, TestCase):
+    """Bad tokens are refused by every entry point: never a 500, never a user."""
+
+    def assertRefused(self, response, url):
+        self.assertEqual(response.status_code, REFUSALS[url])
+        if response.status_code == 200:
+            self.assertEqual(response.content, b"anonymous GET")
+        # Not self.client.session, which would create a session.
+        self.assertIsNone(response.wsgi_request.session.get(SESSION_KEY))
+
+    def test_malformed_and_forged(self):
+        for name, token in bad_tokens(self.user).items():
+            for url in REFUSALS:
+                with self.subTest(token=name, url=url):
+                    # The MAC of a stored token is checked before any query;
+                    # a stateless token's covers the user's password hash,
+                    # so the user is loaded first, as in django-sesame.
+                    queries = 1 if name == "forged stateless" else 0
+                    with self.assertNumQueries(queries):
+                        response = self.client.get(url, {"sesame": token})
+                    self.assertRefused(response, url)
+
+    def test_replay_of_used_and_revoked_links(self):
+        for url in REFUSALS:
+            with self.subTest(url=url):
+                used, used_record = issue_token(self.user, max_uses=1)
+                revoked, revoked_record = issue_token(self.user)
+                revoked_record.revoke()
+                self.client.get(url, {"sesame": used})
+                self.client.logout()
+                used_record.refresh_from_db()
+                self.assertEqual(used_record.use_count, 1)
+                for token, record, reason in [
+                    (used, used_record, "used_up"),
+                    (revoked, revoked_record, "revoked"),
+                ]:
+                    self.assertRefused(self.client.get(url, {"sesame": token}), url)
+                    self.assertTrue(
+                        TokenEvent.objects.filter(
+                            token=record, kind="rejected", reason=reason
+                        ).exists()
+                    )
+                used_record.refresh_from_db()
+                self.assertEqual(used_record.use_count, 1)
+
+    def test_session_key_rotates_at_login(self):
+        # Session fixation: a session planted before login isn't the
+        # session of the logged-in user.
+        for url in ["/default/login/", "/default/permanent/", "/plain/"]:
+            with self.subTest(url=url):
+                self.client.logout()
+                session = self.client.session
+                session["planted"] = True
+                session.save()
+                planted = session.session_key
+                self.client.cookies["sessionid"] = planted
+                self.client.get(url, {"sesame": get_token(self.user)})
+                self.assertEqual(self.client.session[SESSION_KEY], str(self.user.pk))
+                self.assertNotEqual(self.client.session.session_key, planted)
