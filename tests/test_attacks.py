@@ -374,7 +374,8 @@ class BadTokenTests(CreateUserMixin, TestCase):
                 session["planted"] = True
                 session.save()
                 planted = session.session_key
-                self.client.cookies["sessionid"] = planted
+                # The client sends the planted session's cookie.
+                self.assertEqual(self.client.cookies["sessionid"].value, planted)
                 self.client.get(url, {"sesame": get_token(self.user)})
                 self.assertEqual(self.client.session[SESSION_KEY], str(self.user.pk))
                 self.assertNotEqual(self.client.session.session_key, planted)
