@@ -505,6 +505,167 @@ class RedeemTests(CreateUserMixin, TestCase):
         self.assertEqual((event.kind, event.reason), ("rejected", "used_up"))
 
 
+class AllowInactiveUsersBackend(ModelBackend):
+    """A backend that lets inactive users in, as Django's AllowAllUsersModelBackend."""
+
+    def user_can_authenticate(self, user):
+        return True
+
+
+class UserChangeBeforeUpdateTests(CreateUserMixin, TestCase):
+    """
+    The user changes between the SELECT and the UPDATE of a redemption.
+
+    The change is made at the last moment before the UPDATE, on the same
+    connection; tests/test_concurrency.py commits it from another connection
+    on PostgreSQL.
+
+    """
+
+    def change_before_update(self, change):
+        """Run ``change(user)`` once, just before the conditional UPDATE."""
+        consume = store._consume
+        calls = []
+
+        def change_then_consume(record, *args):
+            if not calls:
+                change(get_user_model().objects.get(pk=record.user_id))
+            calls.append(record.user)
+            return consume(record, *args)
+
+        patcher = mock.patch("sesame_db.store._consume", change_then_consume)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return calls
+
+    def assertRefused(self, token, record, reason):
+        self.assertIsNone(get_user(token))
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 0)
+        self.assertIsNone(record.last_used_at)
+        events = TokenEvent.objects.filter(token=record).exclude(kind="issued")
+        self.assertEqual(
+            list(events.values_list("kind", "reason")), [("rejected", reason)]
+        )
+
+    def test_password_change(self):
+        token, record = issue_token(self.user)
+
+        def change_password(user):
+            user.set_password("changed")
+            user.save()
+
+        self.change_before_update(change_password)
+        self.assertRefused(token, record, "invalidated")
+
+    def test_deactivation(self):
+        token, record = issue_token(self.user)
+
+        def deactivate(user):
+            user.is_active = False
+            user.save()
+
+        self.change_before_update(deactivate)
+        self.assertRefused(token, record, "inactive_user")
+
+    @override_settings(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True)
+    def test_email_change(self):
+        token, record = issue_token(self.user)
+
+        def change_email(user):
+            user.email = "jack@example.com"
+            user.save()
+
+        self.change_before_update(change_email)
+        self.assertRefused(token, record, "invalidated")
+
+    def test_email_change_allowed(self):
+        # Without SESAME_INVALIDATE_ON_EMAIL_CHANGE, the email isn't checked.
+        token, record = issue_token(self.user)
+
+        def change_email(user):
+            user.email = "jack@example.com"
+            user.save()
+
+        calls = self.change_before_update(change_email)
+        self.assertEqual(get_user(token), self.user)
+        self.assertEqual(len(calls), 1)
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
+
+    @override_settings(SESAME_INVALIDATE_ON_PASSWORD_CHANGE=False)
+    def test_password_change_allowed(self):
+        token, record = issue_token(self.user)
+
+        def change_password(user):
+            user.set_password("changed")
+            user.save()
+
+        calls = self.change_before_update(change_password)
+        self.assertEqual(get_user(token), self.user)
+        self.assertEqual(len(calls), 1)
+
+    @override_settings(
+        AUTHENTICATION_BACKENDS=[
+            "django.contrib.auth.backends.ModelBackend",
+            f"{__name__}.AllowInactiveUsersBackend",
+        ]
+    )
+    def test_deactivation_allowed_by_the_backend(self):
+        # The UPDATE sees that is_active changed; the checks, run again on
+        # the new values, allow it: the second UPDATE counts the use.
+        token, record = issue_token(self.user)
+
+        def deactivate(user):
+            user.is_active = False
+            user.save()
+
+        calls = self.change_before_update(deactivate)
+        with self.assertNumQueries(self.RACED_USE_QUERIES):
+            user = get_user(token)
+        assert user is not None
+        self.assertEqual(user.pk, self.user.pk)
+        self.assertFalse(user.is_active)
+        self.assertEqual([user.is_active for user in calls], [True, False])
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
+        events = TokenEvent.objects.filter(token=record).exclude(kind="issued")
+        self.assertEqual(list(events.values_list("kind", "reason")), [("used", "")])
+
+    @property
+    def RACED_USE_QUERIES(self):
+        # 1. SELECT the token joined to its user. The deactivation: 2. SELECT
+        # and 3. UPDATE the user. 4. The conditional UPDATE (+ INSERT on
+        # PostgreSQL), which matches no row. 5. SELECT again. 6. The
+        # conditional UPDATE (+ INSERT on PostgreSQL); on SQLite, 7. INSERT.
+        return 6 if connection.vendor == "postgresql" else 7
+
+    def test_user_keeps_changing(self):
+        # Every UPDATE finds the user changed: after three tries, give up.
+        token, record = issue_token(self.user)
+        consume = store._consume
+        calls = []
+
+        def change_then_consume(record, *args):
+            # A change that the checks allow, before every UPDATE.
+            user = get_user_model().objects.get(pk=record.user_id)
+            user.is_active = not user.is_active
+            user.save()
+            calls.append(user.is_active)
+            return consume(record, *args)
+
+        with (
+            override_settings(
+                AUTHENTICATION_BACKENDS=[
+                    f"{__name__}.AllowInactiveUsersBackend",
+                ]
+            ),
+            mock.patch("sesame_db.store._consume", change_then_consume),
+        ):
+            self.assertRefused(token, record, "invalidated")
+        self.assertEqual(calls, [False, True, False])
+
+
 class AuditTests(CreateUserMixin, TestCase):
     path = "/account/reports/"
 
