@@ -99,7 +99,7 @@ class UserChangeDuringRedemptionTests(TransactionTestCase):
         paused = threading.Event()
         resume = threading.Event()
         consume = store._consume
-        outcome = {}
+        outcome: dict[str, object] = {}
 
         def pause_then_consume(*args):
             paused.set()

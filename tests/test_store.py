@@ -525,7 +525,7 @@ class UserChangeBeforeUpdateTests(CreateUserMixin, TestCase):
     def change_before_update(self, change):
         """Run ``change(user)`` once, just before the conditional UPDATE."""
         consume = store._consume
-        calls = []
+        calls: list[Any] = []
 
         def change_then_consume(record, *args):
             if not calls:
