@@ -478,7 +478,8 @@ def _consume_statements(
                         f"ON {column(alias, path.target_fields[0])} = "
                         f"{column(aliases[path.from_opts.model], path.join_field)}"
                     )
-        # NULL-safe equality where the column allows NULL.
+        # NULL-safe equality where the column allows NULL; elsewhere, "="
+        # never matches NULL, which refuses the use rather than allowing it.
         same = {"postgresql": "IS NOT DISTINCT FROM", "sqlite": "IS"}.get(
             connection.vendor, "="
         )
