@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connections, router, transaction
 from django.db.models import Field, ForeignKey, Model, Subquery
@@ -352,8 +352,12 @@ def _consume(
 
     The conditions are repeated in the ``UPDATE``, so that concurrent
     redemptions cannot exceed ``max_uses`` or follow a revocation: the row
-    count decides. On PostgreSQL, the update and the audit insert are one
-    statement; elsewhere, two in one transaction.
+    count decides. The ``UPDATE`` also requires that the user's row still
+    holds the values that :func:`redeem` checked: the password hash and the
+    email that the user digest covers, and ``is_active``. So a password
+    change or a deactivation committed since the ``SELECT`` stops the use.
+    On PostgreSQL, the update and the audit insert are one statement;
+    elsewhere, two in one transaction.
 
     This is the hot path of every use, so its SQL is built once per database
     from the models' metadata rather than compiled by the ORM each time.
@@ -361,9 +365,17 @@ def _consume(
     """
     connection = connections[db]
     audit = conf.AUDIT
-    statements = _consume_statements(db, audit)
+    statements, guarded = _consume_statements(
+        db, audit, conf.INVALIDATE_ON_PASSWORD_CHANGE, conf.INVALIDATE_ON_EMAIL_CHANGE
+    )
     moment = connection.ops.adapt_datetimefield_value(now)
     params: list[Any] = [moment, moment, record.pk, moment]
+    if guarded:
+        user = record.user
+        params += [
+            field.get_db_prep_value(getattr(user, field.attname), connection)
+            for field in guarded
+        ]
     if audit:
         info = client_info(request)
         ip = info.get("ip")
@@ -393,22 +405,94 @@ def _consume(
     return True
 
 
+def _guarded_fields(
+    User: type[Model], password: bool, email: bool
+) -> list[Field[Any, Any]]:
+    """Return the columns of ``User`` that the checks of :func:`redeem` read."""
+    # What tokens_store.user_digest() covers, and what the default
+    # user_can_authenticate() reads. A name that isn't a column (a property,
+    # or AbstractBaseUser's is_active = True) can't change under us.
+    names = []
+    if password:
+        names.append("password")
+    if email:
+        names.append(User.get_email_field_name())  # type: ignore[attr-defined]
+    names.append("is_active")
+    fields = []
+    for name in names:
+        try:
+            field = User._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        if isinstance(field, Field) and field.concrete and field not in fields:
+            fields.append(field)
+    return fields
+
+
 @functools.cache
-def _consume_statements(db: str, audit: bool) -> tuple[str, ...]:
-    """Build the SQL of :func:`_consume` for database ``db``."""
+def _consume_statements(
+    db: str, audit: bool, password: bool, email: bool
+) -> tuple[tuple[str, ...], tuple[Field[Any, Any], ...]]:
+    """
+    Build the SQL of :func:`_consume` for database ``db``.
+
+    Return the statements, and the user fields whose values they take as
+    parameters after those of the token, in this order.
+
+    """
     IssuedToken, TokenEvent = get_models()
     connection = connections[db]
     qn = connection.ops.quote_name
     t = {f.name: qn(f.column) for f in IssuedToken._meta.concrete_fields if f.column}
     e = {f.name: qn(f.column) for f in TokenEvent._meta.concrete_fields if f.column}
+    token_table = qn(IssuedToken._meta.db_table)
     update = (
-        f"UPDATE {qn(IssuedToken._meta.db_table)} "
+        f"UPDATE {token_table} "
         f"SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
         f"WHERE {t['id']} = %s AND {t['revoked_at']} IS NULL AND ({t['expires_at']} IS NULL OR {t['expires_at']} > %s) "
         f"AND ({t['max_uses']} IS NULL OR {t['use_count']} < {t['max_uses']})"
     )
+    user_field = IssuedToken._meta.get_field("user")
+    assert isinstance(user_field, ForeignKey)
+    User: type[Model] = user_field.related_model
+    guarded = _guarded_fields(User, password, email)
+    if guarded:
+        # A compare-and-set on the user's row: it still holds the values that
+        # were checked. With multi-table inheritance, they may live in the
+        # tables of parent models, joined through their parent links.
+        concrete = User._meta.concrete_model
+        assert concrete is not None
+        aliases: dict[type[Model], str] = {concrete: "u"}
+
+        def column(alias: str, field: Any) -> str:
+            return f"{alias}.{qn(str(field.column))}"
+
+        joins = ""
+        for field in guarded:
+            for path in concrete._meta.get_path_to_parent(field.model):
+                parent = path.to_opts.model
+                if parent not in aliases:
+                    aliases[parent] = alias = f"u{len(aliases)}"
+                    joins += (
+                        f" INNER JOIN {qn(path.to_opts.db_table)} {alias} "
+                        f"ON {column(alias, path.target_fields[0])} = "
+                        f"{column(aliases[path.from_opts.model], path.join_field)}"
+                    )
+        # NULL-safe equality where the column allows NULL; elsewhere, "="
+        # never matches NULL, which refuses the use rather than allowing it.
+        same = {"postgresql": "IS NOT DISTINCT FROM", "sqlite": "IS"}.get(
+            connection.vendor, "="
+        )
+        conditions = "".join(
+            f" AND {column(aliases[field.model], field)} {same if field.null else '='} %s"
+            for field in guarded
+        )
+        update += (
+            f" AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
+            f"WHERE {column('u', user_field.target_field)} = {token_table}.{t['user']}{conditions})"
+        )
     if not audit:
-        return (update,)
+        return (update,), tuple(guarded)
     insert = (
         f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
         f"{e['user']}, {e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
@@ -419,8 +503,53 @@ def _consume_statements(db: str, audit: bool) -> tuple[str, ...]:
         return (
             f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
             f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used",
-        )
-    return (update, f"{insert}VALUES (%s, {used}, '', %s, %s, %s, '', %s, %s, %s, %s)")
+        ), tuple(guarded)
+    return (
+        update,
+        f"{insert}VALUES (%s, {used}, '', %s, %s, %s, '', %s, %s, %s, %s)",
+    ), tuple(guarded)
+
+
+# How many times redeem() tries the UPDATE when the user's row changes
+# between the SELECT and the UPDATE without failing the checks.
+_ATTEMPTS = 3
+
+
+def _rejected(reason: Reason, pk: int) -> InvalidToken:
+    if reason is Reason.UNKNOWN:
+        return InvalidToken(reason, "Unknown stored token %d", pk, token_id=pk)
+    return InvalidToken(
+        reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
+    )
+
+
+def _check(
+    record: IssuedToken | None,
+    claims: tokens_store.StoredClaims,
+    now: datetime.datetime,
+    scope: str,
+    max_age: float | datetime.timedelta | None,
+    can_authenticate: Callable[[AbstractBaseUser], bool],
+) -> Reason | None:
+    """Tell why ``record`` and its user, as read, don't allow a use now, or return :obj:`None`."""
+    if record is None:
+        return Reason.UNKNOWN
+    reason = _classify(record, now)
+    if (
+        reason is None
+        and max_age is not None
+        and record.created + datetime.timedelta(seconds=_seconds(max_age)) <= now
+    ):
+        reason = Reason.EXPIRED
+    if reason is None and record.scope != scope:
+        reason = Reason.WRONG_SCOPE
+    if reason is None and not can_authenticate(record.user):
+        reason = Reason.INACTIVE_USER
+    if reason is None and not hmac.compare_digest(
+        record.user_digest, claims.user_digest(record.user)
+    ):
+        reason = Reason.INVALIDATED
+    return reason
 
 
 def redeem(
@@ -451,33 +580,31 @@ def redeem(
     now = timezone.now()
     # 1. The record, joined to its user.
     record = _fetch(db, pk)
-    if record is None:
-        raise InvalidToken(Reason.UNKNOWN, "Unknown stored token %d", pk, token_id=pk)
-    reason = _classify(record, now)
-    if (
-        reason is None
-        and max_age is not None
-        and record.created + datetime.timedelta(seconds=_seconds(max_age)) <= now
-    ):
-        reason = Reason.EXPIRED
-    if reason is None and record.scope != scope:
-        reason = Reason.WRONG_SCOPE
-    if reason is None and not can_authenticate(record.user):
-        reason = Reason.INACTIVE_USER
-    if reason is None and not hmac.compare_digest(
-        record.user_digest, claims.user_digest(record.user)
-    ):
-        reason = Reason.INVALIDATED
+    reason = _check(record, claims, now, scope, max_age, can_authenticate)
     if reason is not None:
+        raise _rejected(reason, pk)
+    assert record is not None
+    # 2. The use, counted if the database still allows it: the UPDATE checks
+    # the record and its user's row again.
+    for _ in range(_ATTEMPTS):
+        if _consume(record, now, scope, request, db):
+            break
+        # The record or its user changed since they were read: read them
+        # again, to tell why.
+        now = timezone.now()
+        record = _fetch(db, pk)
+        reason = _check(record, claims, now, scope, max_age, can_authenticate)
+        if reason is not None:
+            raise _rejected(reason, pk)
+        assert record is not None
+        # A change that the checks allow, such as a deactivation when the
+        # backend lets inactive users in: try again with what was just read.
+    else:
         raise InvalidToken(
-            reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
-        )
-    # 2. The use, counted if the database still allows it.
-    if not _consume(record, now, scope, request, db):
-        record.refresh_from_db(using=db)
-        reason = _classify(record, timezone.now()) or Reason.USED_UP
-        raise InvalidToken(
-            reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
+            Reason.INVALIDATED,
+            "Stored token %d rejected: its user kept changing during the use",
+            pk,
+            token_id=pk,
         )
     record.use_count += 1
     record.last_used_at = record.modified = now

@@ -505,6 +505,167 @@ class RedeemTests(CreateUserMixin, TestCase):
         self.assertEqual((event.kind, event.reason), ("rejected", "used_up"))
 
 
+class AllowInactiveUsersBackend(ModelBackend):
+    """A backend that lets inactive users in, as Django's AllowAllUsersModelBackend."""
+
+    def user_can_authenticate(self, user):
+        return True
+
+
+class UserChangeBeforeUpdateTests(CreateUserMixin, TestCase):
+    """
+    The user changes between the SELECT and the UPDATE of a redemption.
+
+    The change is made at the last moment before the UPDATE, on the same
+    connection; tests/test_concurrency.py commits it from another connection
+    on PostgreSQL.
+
+    """
+
+    def change_before_update(self, change):
+        """Run ``change(user)`` once, just before the conditional UPDATE."""
+        consume = store._consume
+        calls: list[Any] = []
+
+        def change_then_consume(record, *args):
+            if not calls:
+                change(get_user_model().objects.get(pk=record.user_id))
+            calls.append(record.user)
+            return consume(record, *args)
+
+        patcher = mock.patch("sesame_db.store._consume", change_then_consume)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return calls
+
+    def assertRefused(self, token, record, reason):
+        self.assertIsNone(get_user(token))
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 0)
+        self.assertIsNone(record.last_used_at)
+        events = TokenEvent.objects.filter(token=record).exclude(kind="issued")
+        self.assertEqual(
+            list(events.values_list("kind", "reason")), [("rejected", reason)]
+        )
+
+    def test_password_change(self):
+        token, record = issue_token(self.user)
+
+        def change_password(user):
+            user.set_password("changed")
+            user.save()
+
+        self.change_before_update(change_password)
+        self.assertRefused(token, record, "invalidated")
+
+    def test_deactivation(self):
+        token, record = issue_token(self.user)
+
+        def deactivate(user):
+            user.is_active = False
+            user.save()
+
+        self.change_before_update(deactivate)
+        self.assertRefused(token, record, "inactive_user")
+
+    @override_settings(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True)
+    def test_email_change(self):
+        token, record = issue_token(self.user)
+
+        def change_email(user):
+            user.email = "jack@example.com"
+            user.save()
+
+        self.change_before_update(change_email)
+        self.assertRefused(token, record, "invalidated")
+
+    def test_email_change_allowed(self):
+        # Without SESAME_INVALIDATE_ON_EMAIL_CHANGE, the email isn't checked.
+        token, record = issue_token(self.user)
+
+        def change_email(user):
+            user.email = "jack@example.com"
+            user.save()
+
+        calls = self.change_before_update(change_email)
+        self.assertEqual(get_user(token), self.user)
+        self.assertEqual(len(calls), 1)
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
+
+    @override_settings(SESAME_INVALIDATE_ON_PASSWORD_CHANGE=False)
+    def test_password_change_allowed(self):
+        token, record = issue_token(self.user)
+
+        def change_password(user):
+            user.set_password("changed")
+            user.save()
+
+        calls = self.change_before_update(change_password)
+        self.assertEqual(get_user(token), self.user)
+        self.assertEqual(len(calls), 1)
+
+    @override_settings(
+        AUTHENTICATION_BACKENDS=[
+            "django.contrib.auth.backends.ModelBackend",
+            f"{__name__}.AllowInactiveUsersBackend",
+        ]
+    )
+    def test_deactivation_allowed_by_the_backend(self):
+        # The UPDATE sees that is_active changed; the checks, run again on
+        # the new values, allow it: the second UPDATE counts the use.
+        token, record = issue_token(self.user)
+
+        def deactivate(user):
+            user.is_active = False
+            user.save()
+
+        calls = self.change_before_update(deactivate)
+        with self.assertNumQueries(self.RACED_USE_QUERIES):
+            user = get_user(token)
+        assert user is not None
+        self.assertEqual(user.pk, self.user.pk)
+        self.assertFalse(user.is_active)
+        self.assertEqual([user.is_active for user in calls], [True, False])
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
+        events = TokenEvent.objects.filter(token=record).exclude(kind="issued")
+        self.assertEqual(list(events.values_list("kind", "reason")), [("used", "")])
+
+    @property
+    def RACED_USE_QUERIES(self):
+        # 1. SELECT the token joined to its user. The deactivation: 2. SELECT
+        # and 3. UPDATE the user. 4. The conditional UPDATE (+ INSERT on
+        # PostgreSQL), which matches no row. 5. SELECT again. 6. The
+        # conditional UPDATE (+ INSERT on PostgreSQL); on SQLite, 7. INSERT.
+        return 6 if connection.vendor == "postgresql" else 7
+
+    def test_user_keeps_changing(self):
+        # Every UPDATE finds the user changed: after three tries, give up.
+        token, record = issue_token(self.user)
+        consume = store._consume
+        calls = []
+
+        def change_then_consume(record, *args):
+            # A change that the checks allow, before every UPDATE.
+            user = get_user_model().objects.get(pk=record.user_id)
+            user.is_active = not user.is_active
+            user.save()
+            calls.append(user.is_active)
+            return consume(record, *args)
+
+        with (
+            override_settings(
+                AUTHENTICATION_BACKENDS=[
+                    f"{__name__}.AllowInactiveUsersBackend",
+                ]
+            ),
+            mock.patch("sesame_db.store._consume", change_then_consume),
+        ):
+            self.assertRefused(token, record, "invalidated")
+        self.assertEqual(calls, [False, True, False])
+
+
 class AuditTests(CreateUserMixin, TestCase):
     path = "/account/reports/"
 
@@ -1100,6 +1261,177 @@ class CustomUserModelTests(SimpleTestCase):
             )
         self.assertEqual(result.returncode, 0, result.stderr[-2000:])
         self.assertEqual(result.stdout.splitlines(), ["john", "issued used", "True"])
+
+    RACE_SETTINGS = textwrap.dedent(
+        """
+        from tests.settings import *  # noqa: F403
+
+        INSTALLED_APPS = [*INSTALLED_APPS, "race_users"]  # noqa: F405
+        AUTH_USER_MODEL = "{model}"
+        SESAME_INVALIDATE_ON_EMAIL_CHANGE = True
+        # A test database of its own, on the server of the test run.
+        DATABASES = {{
+            "default": {{
+                **DATABASES["default"],  # noqa: F405
+                "TEST": {{"NAME": "sesame_race_{pid}"}},
+            }}
+        }}
+        """
+    )
+    # A user model without is_active, with another USERNAME_FIELD and a
+    # nullable email field.
+    RACE_MODELS = textwrap.dedent(
+        """
+        from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+        from django.db import models
+
+
+        class Manager(BaseUserManager):
+            def create_user(self, handle, contact=None, password=None):
+                user = self.model(handle=handle, contact=contact)
+                user.set_password(password)
+                user.save()
+                return user
+
+
+        class HandleUser(AbstractBaseUser):
+            handle = models.CharField(max_length=150, unique=True)
+            contact = models.EmailField(null=True, blank=True)
+
+            USERNAME_FIELD = "handle"
+            EMAIL_FIELD = "contact"
+
+            objects = Manager()
+
+            def __str__(self):
+                return self.handle
+        """
+    )
+    # Each change is made once, just before the conditional UPDATE.
+    RACE_SCRIPT = textwrap.dedent(
+        """
+        import django
+
+        django.setup()
+
+        from unittest import mock
+
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+        from django.test.utils import setup_databases, teardown_databases
+
+        from sesame_db import store
+        from sesame_db.models import TokenEvent
+        from sesame_db.utils import get_user, issue_token
+
+        databases = setup_databases(verbosity=0, interactive=False)
+        print(connection.vendor, connection.settings_dict["NAME"])
+        User = get_user_model()
+        email = User.get_email_field_name()
+        initial = None if User._meta.get_field(email).null else "john@example.com"
+        user = User.objects.create_user("john", initial, "pw")
+        consume = store._consume
+
+
+        def set_email(value):
+            def change(user):
+                setattr(user, email, value)
+                user.save()
+
+            return change
+
+
+        def set_password(user):
+            user.set_password("changed")
+            user.save()
+
+
+        def deactivate(user):
+            user.is_active = False
+            user.save()
+
+
+        changes = {
+            "unchanged": lambda user: None,
+            "email-blank": set_email(""),
+            "email": set_email("jack@example.com"),
+            "password": set_password,
+        }
+        if any(field.name == "is_active" for field in User._meta.concrete_fields):
+            changes["active"] = deactivate
+        for name, change in changes.items():
+            token, record = issue_token(User.objects.get(pk=user.pk))
+            pending = [change]
+
+            def change_then_consume(record, *args):
+                while pending:
+                    pending.pop()(User.objects.get(pk=record.user_id))
+                return consume(record, *args)
+
+            with mock.patch("sesame_db.store._consume", change_then_consume):
+                result = get_user(token)
+            record.refresh_from_db()
+            event = TokenEvent.objects.filter(token=record).latest("pk")
+            print(name, result, record.use_count, event.kind, event.reason or "-")
+        teardown_databases(databases, verbosity=0)
+        """
+    )
+
+    def race_with_user_model(self, model):
+        root = Path(__file__).resolve().parent.parent
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "race_settings.py").write_text(
+                self.RACE_SETTINGS.format(model=model, pid=os.getpid())
+            )
+            Path(directory, "race_users").mkdir()
+            Path(directory, "race_users", "__init__.py").write_text("")
+            Path(directory, "race_users", "models.py").write_text(self.RACE_MODELS)
+            env = {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "race_settings",
+                "PYTHONPATH": os.pathsep.join([directory, str(root)]),
+                # The database of the test run: on PostgreSQL, its server.
+                "SESAME_TEST_DB": connection.vendor,
+            }
+            result = subprocess.run(
+                [sys.executable, "-c", self.RACE_SCRIPT],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=root,
+                timeout=120,
+                check=False,
+            )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        database, *lines = result.stdout.splitlines()
+        self.assertTrue(database.startswith(connection.vendor), database)
+        return lines
+
+    # The password, email and is_active columns live in the parent's table.
+    def test_user_change_before_update_multi_table_inheritance(self):
+        self.assertEqual(
+            self.race_with_user_model("tests.ChildUser"),
+            [
+                "unchanged john 1 used -",
+                "email-blank None 0 rejected invalidated",
+                "email None 0 rejected invalidated",
+                "password None 0 rejected invalidated",
+                "active None 0 rejected inactive_user",
+            ],
+        )
+
+    # None and "" give the same user digest: that change is allowed, after a
+    # second UPDATE.
+    def test_user_change_before_update_without_is_active(self):
+        self.assertEqual(
+            self.race_with_user_model("race_users.HandleUser"),
+            [
+                "unchanged john 1 used -",
+                "email-blank john 1 used -",
+                "email None 0 rejected invalidated",
+                "password None 0 rejected invalidated",
+            ],
+        )
 
     # Regression: store._consume() bound record.user_id, a uuid.UUID, as a raw
     # parameter of its INSERT; sqlite3 can't bind UUIDs, so every valid use
