@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import django
 from django.conf import settings
 from django.core import mail
 from django.core.exceptions import PermissionDenied
@@ -52,6 +53,12 @@ try:
 except ImportError:  # pragma: no cover
     rest_framework = None
 
+# Django 6.0 takes addresses and deprecates (name, address) pairs.
+ADMINS = (
+    ["admin@example.com"]
+    if django.VERSION >= (6, 0)
+    else [("Admin", "admin@example.com")]
+)
 REPORTER = "sesame_db.reporting.ExceptionReporter"
 FILTER = "sesame_db.reporting.SafeExceptionReporterFilter"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -322,7 +329,7 @@ class DebugPageTests(TokensMixin, TestCase):
 @override_settings(
     ROOT_URLCONF=__name__,
     DEBUG=False,
-    ADMINS=[("Admin", "admin@example.com")],
+    ADMINS=ADMINS,
 )
 class AdminEmailTests(TokensMixin, TestCase):
     """The emails of AdminEmailHandler, with its text and HTML reports."""
