@@ -76,7 +76,7 @@ def _query_tokens(query: str) -> list[str]:
     return tokens
 
 
-def request_secrets(request: HttpRequest) -> list[str]:
+def _request_secrets(request: HttpRequest) -> list[str]:
     """
     Return the tokens that ``request`` carries, in every form they may take in text.
 
@@ -114,7 +114,7 @@ def request_secrets(request: HttpRequest) -> list[str]:
     return secrets
 
 
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+def _scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask the token parameter in ``text``, and every one of ``secrets``."""
     text = _parameter_re().sub(rf"\g<prefix>{SUBSTITUTE}", text)
     for secret in secrets:
@@ -137,7 +137,7 @@ def _scrub_meta(meta: Mapping[str, Any], secrets: Iterable[str]) -> dict[str, An
             if credentials:
                 value = f"{scheme} {SUBSTITUTE}"
         elif isinstance(value, str):
-            value = scrub(value, secrets)
+            value = _scrub_text(value, secrets)
         safe[key] = value
     return safe
 
@@ -151,7 +151,9 @@ def _scrub_query_dict(
         if key == conf.TOKEN_NAME:
             values = [SUBSTITUTE for _ in values]
         else:
-            values = [scrub(v, secrets) if isinstance(v, str) else v for v in values]
+            values = [
+                _scrub_text(v, secrets) if isinstance(v, str) else v for v in values
+            ]
         safe.setlist(key, values)
     safe._mutable = False
     return safe
@@ -172,7 +174,7 @@ def redact_request(request: HttpRequest) -> HttpRequest:
     parsed yet, the copy's ``POST`` is empty.
 
     """
-    secrets = request_secrets(request)
+    secrets = _request_secrets(request)
     clone = copy.copy(request)
     meta = _scrub_meta(request.META, secrets)
     clone.META = meta
@@ -197,7 +199,7 @@ def redact_request(request: HttpRequest) -> HttpRequest:
         safe_scope = dict(scope)
         query_string = scope.get("query_string")
         if isinstance(query_string, bytes):
-            safe_scope["query_string"] = scrub(
+            safe_scope["query_string"] = _scrub_text(
                 query_string.decode("latin-1"), secrets
             ).encode("latin-1")
         headers = scope.get("headers")
@@ -256,14 +258,14 @@ class SafeExceptionReporterFilter(debug.SafeExceptionReporterFilter):
         if request is None:
             return {}
         meta = super().get_safe_request_meta(request)
-        return _scrub_meta(meta, request_secrets(request))
+        return _scrub_meta(meta, _request_secrets(request))
 
     def get_post_parameters(self, request: HttpRequest | None) -> Any:
         """Return ``request.POST`` with tokens masked."""
         params = super().get_post_parameters(request)
         if request is None or not isinstance(params, MultiValueDict):
             return params
-        return _scrub_query_dict(params, request_secrets(request))
+        return _scrub_query_dict(params, _request_secrets(request))
 
     def cleanse_special_types(self, request: HttpRequest | None, value: Any) -> Any:
         """Mask tokens in a local variable of the traceback."""
@@ -272,7 +274,7 @@ class SafeExceptionReporterFilter(debug.SafeExceptionReporterFilter):
             return redact_request(value)
         if request is None:
             return value
-        secrets = request_secrets(request)
+        secrets = _request_secrets(request)
         if not secrets:
             return value
         if isinstance(value, MultiValueDict):
@@ -280,7 +282,7 @@ class SafeExceptionReporterFilter(debug.SafeExceptionReporterFilter):
         # Anything else, such as a DRF request or a string holding the token,
         # is shown as the report would show it, with the tokens masked.
         text = pprint(value)
-        safe = scrub(text, secrets)
+        safe = _scrub_text(text, secrets)
         return value if safe == text else _Redacted(safe)
 
 
@@ -304,7 +306,7 @@ class ExceptionReporter(debug.ExceptionReporter):
         data: dict[str, Any] = super().get_traceback_data()
         if self.request is None:
             return data
-        secrets = request_secrets(self.request)
+        secrets = _request_secrets(self.request)
         safe = redact_request(self.request)
         data["request"] = safe
         data["request_GET_items"] = safe.GET.items()
@@ -316,7 +318,7 @@ class ExceptionReporter(debug.ExceptionReporter):
         )
         for key in ("request_insecure_uri", "exception_value"):
             if isinstance(data.get(key), str):
-                data[key] = scrub(data[key], secrets)
+                data[key] = _scrub_text(data[key], secrets)
         return data
 
     def get_traceback_html(self) -> SafeString:
@@ -331,7 +333,7 @@ class ExceptionReporter(debug.ExceptionReporter):
         if self.request is None:
             return report
         # Stars in place of URL-safe characters keep escaped HTML safe.
-        return mark_safe(scrub(report, request_secrets(self.request)))
+        return mark_safe(_scrub_text(report, _request_secrets(self.request)))
 
 
 def _as_query_dict(items: Iterable[tuple[str, Any]]) -> MultiValueDict[str, Any]:
@@ -366,10 +368,10 @@ class RedactTokenFilter(logging.Filter):
         request = getattr(record, "request", None)
         secrets: list[str] = []
         if isinstance(request, HttpRequest):
-            secrets = request_secrets(request)
+            secrets = _request_secrets(request)
             record.request = redact_request(request)
         if isinstance(record.msg, str):
-            record.msg = scrub(record.msg, secrets)
+            record.msg = _scrub_text(record.msg, secrets)
         if isinstance(record.args, Mapping):
             record.args = {
                 key: _scrub_arg(value, secrets) for key, value in record.args.items()
@@ -382,7 +384,7 @@ class RedactTokenFilter(logging.Filter):
         except (TypeError, ValueError):
             # A broken format string: logging reports it when formatting.
             return True
-        safe = scrub(message, secrets)
+        safe = _scrub_text(message, secrets)
         if safe != message:
             record.msg, record.args = safe, ()
         return True
@@ -390,7 +392,7 @@ class RedactTokenFilter(logging.Filter):
 
 def _scrub_arg(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        return scrub(value, secrets)
+        return _scrub_text(value, secrets)
     if isinstance(value, bytes):
         return _scrub_bytes(value, secrets)
     if isinstance(value, HttpRequest):
