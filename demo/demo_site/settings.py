@@ -112,14 +112,56 @@ DEFAULT_FROM_EMAIL = "demo@localhost"
 # Links expire after one hour.
 SESAME_MAX_AGE = 3600
 
+# Keep tokens out of the debug page, error emails and request logs
+# (docs/security.rst, "Keeping tokens out of error reports").
+DEFAULT_EXCEPTION_REPORTER = "sesame_db.reporting.ExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "sesame_db.reporting.SafeExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "redact_tokens": {"()": "sesame_db.reporting.RedactTokenFilter"},
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "require_debug_true": {"()": "django.utils.log.RequireDebugTrue"},
+    },
+    "formatters": {
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]},
+        # Django's own handlers, as in its default configuration, plus the
+        # filter: the console in DEBUG only, emails to ADMINS otherwise.
+        "django_console": {
+            "class": "logging.StreamHandler",
+            "filters": ["require_debug_true", "redact_tokens"],
+        },
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_tokens"],
+        },
+        "mail_admins": {
+            "class": "django.utils.log.AdminEmailHandler",
+            "level": "ERROR",
+            "filters": ["require_debug_false", "redact_tokens"],
+        },
+    },
     "loggers": {
         "sesame_db": {
             "handlers": ["console"],
             "level": os.environ.get("DEMO_SESAME_LOG_LEVEL", "DEBUG"),
-        }
+        },
+        "django": {"handlers": ["django_console", "mail_admins"], "level": "INFO"},
+        # runserver logs each request line, query string included.
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+        },
     },
 }
