@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 import struct
 import uuid
+from typing import Any
 from unittest import mock
 
 from django.contrib.auth import get_user_model
@@ -116,7 +117,7 @@ for _parent in ALL_PACKERS:
         CUSTOM_PACKERS[_name] = globals()[_name] = _packer_class
 
 # A primary key that each built-in packer can pack.
-SAMPLE_PKS = {
+SAMPLE_PKS: dict[type[BasePacker], Any] = {
     **{packer_class: 42 for packer_class, *_ in INTEGER_PACKERS},
     UUIDPacker: uuid.UUID("12345678-1234-5678-1234-567812345678"),
     BytesPacker: b"\x00\xffbytes",
@@ -143,6 +144,7 @@ class TestCustomPackers(IsolateDjangoSesameMixin, SimpleTestCase):
 
     def test_built_in_methods_work_on_the_class(self):
         # As in django-sesame, a custom packer may call them on the class.
+        packer_class: Any
         for packer_class in ALL_PACKERS:
             user_pk = SAMPLE_PKS[packer_class]
             with self.subTest(packer=packer_class.__name__):
