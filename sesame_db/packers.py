@@ -72,6 +72,12 @@ class BasePacker:
         raise NotImplementedError
 
 
+class _OutOfRange(ValueError, struct.error):
+    # A ValueError, like the errors of the other packers, and a struct.error,
+    # which django-sesame's integer packers let through.
+    pass
+
+
 class StructPacker(BasePacker):
     """Packer for a fixed-size integer, described by a :mod:`struct` format."""
 
@@ -87,7 +93,7 @@ class StructPacker(BasePacker):
         try:
             return struct.pack(cls.fmt, user_pk)
         except struct.error as exc:
-            raise ValueError(f"primary key is out of range: {exc}") from None
+            raise _OutOfRange(f"primary key is out of range: {exc}") from None
 
     @classmethod
     def unpack_pk(cls, data: bytes) -> tuple[Any, bytes]:

@@ -194,13 +194,15 @@ class TestIntegerPackers(SimpleTestCase):
                     packer.pack_pk(value)
 
     # Like BytesPacker and StrPacker, integer packers raise ValueError for a
-    # primary key out of range, rather than struct.error.
+    # primary key out of range; it's a struct.error too, as in django-sesame.
     def test_out_of_range_raises_value_error(self):
         for packer_class, _, min_value, max_value in INTEGER_PACKERS:
             packer = packer_class()
-            for value in [min_value - 1, max_value + 1]:
-                with self.assertRaises(ValueError):
-                    packer.pack_pk(value)
+            for value in [min_value - 1, max_value + 1, None]:
+                with self.subTest(packer=packer_class.__name__, value=value):
+                    with self.assertRaises(ValueError) as cm:
+                        packer.pack_pk(value)
+                    self.assertIsInstance(cm.exception, struct.error)
 
     def test_truncated_data(self):
         for packer_class, size, *_ in INTEGER_PACKERS:
