@@ -13,6 +13,7 @@ class SesameDbConfig(AppConfig):
         from django.core import checks
 
         from . import checks as sesame_checks
+        from .backends import replace_update_last_login
 
         checks.register(sesame_checks.check_settings, checks.Tags.security)
         checks.register(sesame_checks.check_user_model, checks.Tags.models)
@@ -20,3 +21,6 @@ class SesameDbConfig(AppConfig):
         checks.register(sesame_checks.check_middleware, checks.Tags.security)
         checks.register(sesame_checks.check_store_settings, checks.Tags.security)
         checks.register(sesame_checks.check_migrations, checks.Tags.database)
+        # login() mustn't write last_login again after a one-time token's
+        # consumption wrote it; see sesame_db.backends.update_last_login().
+        replace_update_last_login()

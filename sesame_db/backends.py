@@ -13,6 +13,8 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import backends as auth_backends
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import update_last_login as django_update_last_login
+from django.contrib.auth.signals import user_logged_in
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -201,15 +203,60 @@ class SesameBackendMixin:
         queryset, now = self._one_time_update(user)
         if queryset.update(last_login=now) == 0:
             return False
-        user.last_login = now
+        _set_last_login(user, now)
         return True
 
     async def _aconsume(self, user: AbstractBaseUser) -> bool:
         queryset, now = self._one_time_update(user)
         if await queryset.aupdate(last_login=now) == 0:
             return False
-        user.last_login = now
+        _set_last_login(user, now)
         return True
+
+
+# Consuming a one-time token writes last_login = now, and login() would then
+# write it again: Django connects its update_last_login() receiver to
+# user_logged_in. That second UPDATE is one query more than django-sesame,
+# which doesn't consume tokens that login() will invalidate anyway, at the
+# cost of letting two concurrent uses both win. Here the compare-and-set
+# stays the single point of consumption, and SesameDbConfig.ready() swaps
+# Django's receiver for update_last_login() below, under the same
+# dispatch_uid: it skips the write for a user whose last_login this module
+# has just written, once, and calls Django's receiver for everyone else.
+# The mark is the value written, so a last_login changed in between is
+# written again. Without "sesame_db" in INSTALLED_APPS, ready() doesn't run
+# and login() writes last_login a second time: correct, one query more.
+_LAST_LOGIN_WRITTEN = "_sesame_db_last_login_written"
+
+
+def _set_last_login(user: AbstractBaseUser, now: datetime.datetime) -> None:
+    user.last_login = now
+    user.__dict__[_LAST_LOGIN_WRITTEN] = now
+
+
+def update_last_login(sender: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
+    """Update the last login date of ``user``, unless consuming a one-time token has just done it."""
+    written = user.__dict__.pop(_LAST_LOGIN_WRITTEN, None)
+    if written is not None and written == user.last_login:
+        return
+    # django-stubs types it for the default User model only.
+    django_update_last_login(sender, user, **kwargs)  # type: ignore[arg-type]
+
+
+def replace_update_last_login() -> bool:
+    """
+    Put :func:`update_last_login` in the place of Django's receiver of ``user_logged_in``.
+
+    Do nothing if Django's receiver isn't connected: the user model has no
+    ``last_login`` field, or the project disconnected it on purpose, or
+    ``django.contrib.auth`` comes after ``sesame_db`` in
+    :setting:`INSTALLED_APPS`. Return whether it was replaced.
+
+    """
+    if not user_logged_in.disconnect(dispatch_uid="update_last_login"):
+        return False
+    user_logged_in.connect(update_last_login, dispatch_uid="update_last_login")
+    return True
 
 
 # django.contrib.auth.authenticate() inspects the signature of every backend

@@ -47,6 +47,12 @@ class BasePacker:
     token is then rejected as malformed. Any other exception is treated as a
     bug and propagates.
 
+    As in django-sesame, :data:`SESAME_PACKER` names a class, which is
+    instantiated once with no arguments; its methods may be instance, class
+    or static methods. The built-in packers define them as class methods,
+    so that a subclass may call ``super().pack_pk(user_pk)`` from any of
+    these, or ``StrPacker.pack_pk(user_pk)`` from a static method.
+
     """
 
     def pack_pk(self, user_pk: Any) -> bytes:
@@ -66,6 +72,12 @@ class BasePacker:
         raise NotImplementedError
 
 
+class _OutOfRange(ValueError, struct.error):
+    # A ValueError, like the errors of the other packers, and a struct.error,
+    # which django-sesame's integer packers let through.
+    pass
+
+
 class StructPacker(BasePacker):
     """Packer for a fixed-size integer, described by a :mod:`struct` format."""
 
@@ -76,15 +88,17 @@ class StructPacker(BasePacker):
         super().__init_subclass__(**kwargs)
         cls.size = struct.calcsize(cls.fmt)
 
-    def pack_pk(self, user_pk: Any) -> bytes:
+    @classmethod
+    def pack_pk(cls, user_pk: Any) -> bytes:
         try:
-            return struct.pack(self.fmt, user_pk)
+            return struct.pack(cls.fmt, user_pk)
         except struct.error as exc:
-            raise ValueError(f"primary key is out of range: {exc}") from None
+            raise _OutOfRange(f"primary key is out of range: {exc}") from None
 
-    def unpack_pk(self, data: bytes) -> tuple[Any, bytes]:
-        (user_pk,) = struct.unpack(self.fmt, data[: self.size])
-        return user_pk, data[self.size :]
+    @classmethod
+    def unpack_pk(cls, data: bytes) -> tuple[Any, bytes]:
+        (user_pk,) = struct.unpack(cls.fmt, data[: cls.size])
+        return user_pk, data[cls.size :]
 
 
 class ShortPacker(StructPacker):
@@ -131,10 +145,12 @@ UnsignedIntPacker = UnsignedLongPacker
 class UUIDPacker(BasePacker):
     """UUIDs, as 16 bytes: ``UUIDField``."""
 
-    def pack_pk(self, user_pk: Any) -> bytes:
+    @classmethod
+    def pack_pk(cls, user_pk: Any) -> bytes:
         return bytes(user_pk.bytes)
 
-    def unpack_pk(self, data: bytes) -> tuple[Any, bytes]:
+    @classmethod
+    def unpack_pk(cls, data: bytes) -> tuple[Any, bytes]:
         # uuid.UUID raises ValueError unless given exactly 16 bytes.
         return uuid.UUID(bytes=data[:16]), data[16:]
 
@@ -142,13 +158,15 @@ class UUIDPacker(BasePacker):
 class BytesPacker(BasePacker):
     """Byte strings of 0 to 255 bytes, prefixed with their length: ``BinaryField``."""
 
-    def pack_pk(self, user_pk: Any) -> bytes:
+    @classmethod
+    def pack_pk(cls, user_pk: Any) -> bytes:
         packed = bytes(user_pk)
         if len(packed) > 255:
             raise ValueError(f"primary key is too large ({len(packed)} bytes)")
         return bytes([len(packed)]) + packed
 
-    def unpack_pk(self, data: bytes) -> tuple[Any, bytes]:
+    @classmethod
+    def unpack_pk(cls, data: bytes) -> tuple[Any, bytes]:
         length = data[0]  # IndexError when data is empty
         if len(data) <= length:
             raise ValueError("primary key is truncated")
@@ -158,7 +176,8 @@ class BytesPacker(BasePacker):
 class StrPacker(BytesPacker):
     """Strings of 0 to 255 UTF-8 bytes, prefixed with their length: ``CharField``, ``TextField``."""
 
-    def pack_pk(self, user_pk: Any) -> bytes:
+    @classmethod
+    def pack_pk(cls, user_pk: Any) -> bytes:
         encoded = str(user_pk).encode()
         if b"\x00" in encoded:
             raise ValueError("primary key contains a NUL character")
@@ -166,7 +185,8 @@ class StrPacker(BytesPacker):
             raise ValueError(f"primary key is too large ({len(encoded)} UTF-8 bytes)")
         return bytes([len(encoded)]) + encoded
 
-    def unpack_pk(self, data: bytes) -> tuple[Any, bytes]:
+    @classmethod
+    def unpack_pk(cls, data: bytes) -> tuple[Any, bytes]:
         user_pk, data = super().unpack_pk(data)
         text = user_pk.decode()  # UnicodeDecodeError is a ValueError
         # PostgreSQL rejects NUL in text with an error, not a miss.

@@ -288,8 +288,10 @@ def _split(request_or_token: Any, token: str | None) -> tuple[Any, str | None]:
     try:
         query = request_or_token.GET
     except AttributeError:
+        # django-sesame's text, spelling included, so that code matching it
+        # keeps working; then the type that was passed.
         raise TypeError(
-            f"get_user() expects an HttpRequest or a token, got {type(request_or_token).__name__}"
+            f"get_user() expects an HTTPRequest or a token, got {type(request_or_token).__name__}"
         ) from None
     return request_or_token, query.get(conf.TOKEN_NAME)
 

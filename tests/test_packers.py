@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 import struct
 import uuid
+from typing import Any
 from unittest import mock
 
 from django.contrib.auth import get_user_model
@@ -63,6 +64,94 @@ class RepeatPacker(BasePacker):
         return data[0], data[2:]
 
 
+def custom_packers(parent):
+    """
+    Return subclasses of the built-in ``parent`` in each shape that django-sesame 3.2 accepts.
+
+    Each one prefixes the bytes of ``parent`` with a marker and calls
+    ``parent`` as such packers do: ``super()`` from a class method or an
+    instance method, or the parent class from a static method.
+
+    """
+
+    def check_marker(data, marker):
+        if data[:1] != marker:
+            raise ValueError("missing marker")
+        return data[1:]
+
+    class ClassMethodPacker(parent):  # type: ignore[misc,valid-type]
+        @classmethod
+        def pack_pk(cls, user_pk):
+            return b"c" + super().pack_pk(user_pk)
+
+        @classmethod
+        def unpack_pk(cls, data):
+            return super().unpack_pk(check_marker(data, b"c"))
+
+    class StaticMethodPacker(parent):  # type: ignore[misc,valid-type]
+        @staticmethod
+        def pack_pk(user_pk):
+            return b"s" + parent.pack_pk(user_pk)
+
+        @staticmethod
+        def unpack_pk(data):
+            return parent.unpack_pk(check_marker(data, b"s"))
+
+    class InstanceMethodPacker(parent):  # type: ignore[misc,valid-type]
+        def pack_pk(self, user_pk):
+            return b"i" + super().pack_pk(user_pk)
+
+        def unpack_pk(self, data):
+            return super().unpack_pk(check_marker(data, b"i"))
+
+    return [ClassMethodPacker, StaticMethodPacker, InstanceMethodPacker]
+
+
+# Module attributes, so that SESAME_PACKER can name them, such as
+# "tests.test_packers.UUIDPacker_StaticMethodPacker".
+CUSTOM_PACKERS = {}
+for _parent in ALL_PACKERS:
+    for _packer_class in custom_packers(_parent):
+        _name = f"{_parent.__name__}_{_packer_class.__name__}"
+        _packer_class.__name__ = _packer_class.__qualname__ = _name
+        CUSTOM_PACKERS[_name] = globals()[_name] = _packer_class
+
+# A primary key that each built-in packer can pack.
+SAMPLE_PKS: dict[type[BasePacker], Any] = {
+    **{packer_class: 42 for packer_class, *_ in INTEGER_PACKERS},
+    UUIDPacker: uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    BytesPacker: b"\x00\xffbytes",
+    StrPacker: "üsér-☃",
+}
+
+
+class TestCustomPackers(IsolateDjangoSesameMixin, SimpleTestCase):
+    def test_every_shape_of_subclass(self):
+        for name, packer_class in CUSTOM_PACKERS.items():
+            parent = packer_class.__mro__[1]
+            user_pk = SAMPLE_PKS[parent]
+            with (
+                self.subTest(packer=name),
+                override_settings(SESAME_PACKER=f"tests.test_packers.{name}"),
+            ):
+                packed = conf.packer.pack_pk(user_pk)
+                self.assertEqual(packed[1:], parent().pack_pk(user_pk))
+                self.assertEqual(
+                    conf.packer.unpack_pk(packed + b"rest"), (user_pk, b"rest")
+                )
+                with self.assertRaises(ValueError):
+                    conf.packer.unpack_pk(b"?" + packed[1:])
+
+    def test_built_in_methods_work_on_the_class(self):
+        # As in django-sesame, a custom packer may call them on the class.
+        packer_class: Any
+        for packer_class in ALL_PACKERS:
+            user_pk = SAMPLE_PKS[packer_class]
+            with self.subTest(packer=packer_class.__name__):
+                packed = packer_class.pack_pk(user_pk)
+                self.assertEqual(packer_class.unpack_pk(packed), (user_pk, b""))
+
+
 class TestIntegerPackers(SimpleTestCase):
     def test_round_trip(self):
         for packer_class, size, min_value, max_value in INTEGER_PACKERS:
@@ -105,13 +194,15 @@ class TestIntegerPackers(SimpleTestCase):
                     packer.pack_pk(value)
 
     # Like BytesPacker and StrPacker, integer packers raise ValueError for a
-    # primary key out of range, rather than struct.error.
+    # primary key out of range; it's a struct.error too, as in django-sesame.
     def test_out_of_range_raises_value_error(self):
         for packer_class, _, min_value, max_value in INTEGER_PACKERS:
             packer = packer_class()
-            for value in [min_value - 1, max_value + 1]:
-                with self.assertRaises(ValueError):
-                    packer.pack_pk(value)
+            for value in [min_value - 1, max_value + 1, None]:
+                with self.subTest(packer=packer_class.__name__, value=value):
+                    with self.assertRaises(ValueError) as cm:
+                        packer.pack_pk(value)
+                    self.assertIsInstance(cm.exception, struct.error)
 
     def test_truncated_data(self):
         for packer_class, size, *_ in INTEGER_PACKERS:

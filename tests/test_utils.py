@@ -244,7 +244,7 @@ class TestGetUser(UtilsTestCase):
         with self.assertRaises(TypeError) as cm:
             get_user(b"bytes")
         self.assertEqual(
-            str(cm.exception), "get_user() expects an HttpRequest or a token, got bytes"
+            str(cm.exception), "get_user() expects an HTTPRequest or a token, got bytes"
         )
 
     def test_failed_login_hides_token(self):
