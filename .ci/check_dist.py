@@ -191,9 +191,7 @@ def check(dist_dir: Path) -> list[str]:
 
     with tarfile.open(sdists[0]) as sdist:
         # Drop the top directory, "django_sesame_db-<version>/"; keep files only.
-        sdist_names = [
-            member.name.partition("/")[2] for member in sdist.getmembers()
-        ]
+        sdist_names = [member.name.partition("/")[2] for member in sdist.getmembers()]
         sdist_files = [
             member.name.partition("/")[2]
             for member in sdist.getmembers()
