@@ -159,9 +159,9 @@ class IssueTests(CreateUserMixin, TestCase):
     # opens its transaction with savepoint=False):
     # 1. INSERT the tokens, one statement returning their ids.
     # 2. INSERT their "issued" events, one statement.
-    # The same for 1 token and for 50. SQLite limits a statement to 999
-    # parameters, so Django splits bulk inserts there: at 71 tokens
-    # (14 columns) and 83 events (12 columns).
+    # The same for 1 token and for 50. Django 5.2 limits a statement to 999
+    # parameters on SQLite, so it splits bulk inserts there: at 71 tokens
+    # (14 columns) and 83 events (12 columns); see ISSUE_10000_QUERIES.
     ISSUE_QUERIES = 2
     # Without auditing, 2. is left out.
     ISSUE_QUERIES_NO_AUDIT = 1
