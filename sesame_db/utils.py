@@ -209,11 +209,16 @@ def issue_tokens(
     request: HttpRequest | None = None,
 ) -> list[tuple[str, IssuedToken]]:
     """
-    Issue one stored token per user in ``users``, with one ``INSERT`` for all of them.
+    Issue one stored token per user in ``users``, in batches, in one transaction.
 
     Return ``(token, issued_token)`` pairs in the order of ``users``. Use it
     to email links to many users at once. Arguments are those of
     :func:`issue_token`.
+
+    The tokens take one ``INSERT`` per thousand users, and their audit events
+    as many more: 20 statements for 10,000 users, rather than a round trip
+    per user. On SQLite with Django 5.2, statements are smaller: see
+    :ref:`bulk issuance <bulk-issuance>`.
 
     """
     return _store.issue_many(

@@ -9,9 +9,10 @@ from django.test import RequestFactory, TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from sesame_db import store
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.signals import token_revoked
-from sesame_db.utils import get_user, issue_token
+from sesame_db.utils import get_user, issue_token, issue_tokens
 
 from .mixins import CreateUserMixin
 
@@ -167,6 +168,12 @@ class RevokeTests(CreateUserMixin, TestCase):
     REVOKE_QUERIES_NO_AUDIT = 4
     # Nothing to revoke: SAVEPOINT, SELECT (no rows), RELEASE SAVEPOINT.
     REVOKE_NOTHING_QUERIES = 3
+    # 10^4 tokens: 10 full batches, then a batch that finds nothing left.
+    # That's the count on PostgreSQL, and on SQLite from Django 6.0.
+    REVOKE_10000_QUERIES = 10 * REVOKE_QUERIES + REVOKE_NOTHING_QUERIES
+    # Django 5.2 assumes SQLite's historical limit of 999 parameters, so it
+    # splits 4. into 13 INSERTs of at most 83 events (999 // 12 columns).
+    REVOKE_10000_QUERIES_SQLITE_999 = 10 * (4 + 13) + REVOKE_NOTHING_QUERIES
 
     def setUp(self):
         super().setUp()
@@ -205,6 +212,20 @@ class RevokeTests(CreateUserMixin, TestCase):
         with self.assertNumQueries(self.REVOKE_QUERIES_NO_AUDIT):
             self.assertEqual(IssuedToken.objects.revoke(), 5)
         self.assertFalse(TokenEvent.objects.filter(kind="revoked").exists())
+
+    def test_revoke_10000(self):
+        issue_tokens([self.user] * 10_000)
+        queries = self.REVOKE_10000_QUERIES
+        # PostgreSQL has no limit (None). SQLite's fits batches of 1,000
+        # events of 12 columns, except Django 5.2's fixed 999.
+        limit = connection.features.max_query_params
+        if limit is not None and limit < 12 * store.BATCH_SIZE:
+            self.assertEqual(limit, 999, "another limit needs another count")
+            queries = self.REVOKE_10000_QUERIES_SQLITE_999
+        with self.assertNumQueries(queries):
+            self.assertEqual(IssuedToken.objects.revoke(), 10_000)
+        self.assertFalse(IssuedToken.objects.filter(revoked_at=None).exists())
+        self.assertEqual(TokenEvent.objects.filter(kind="revoked").count(), 10_000)
 
     def test_nothing_to_revoke(self):
         receiver = SignalReceiver(token_revoked)

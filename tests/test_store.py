@@ -16,12 +16,13 @@ import time_machine
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import (
     AsyncRequestFactory,
     RequestFactory,
     SimpleTestCase,
     TestCase,
+    TransactionTestCase,
     override_settings,
 )
 from django.utils import timezone
@@ -158,12 +159,23 @@ class IssueTests(CreateUserMixin, TestCase):
     # opens its transaction with savepoint=False):
     # 1. INSERT the tokens, one statement returning their ids.
     # 2. INSERT their "issued" events, one statement.
-    # The same for 1 token and for 50. SQLite limits a statement to 999
-    # parameters, so Django splits bulk inserts there: at 71 tokens
-    # (14 columns) and 83 events (12 columns).
+    # The same for 1 token and for 50. Django 5.2 limits a statement to 999
+    # parameters on SQLite, so it splits bulk inserts there: at 71 tokens
+    # (14 columns) and 83 events (12 columns); see ISSUE_10000_QUERIES.
     ISSUE_QUERIES = 2
     # Without auditing, 2. is left out.
     ISSUE_QUERIES_NO_AUDIT = 1
+    # 10^4 tokens go in batches of store.BATCH_SIZE = 1,000: 10 INSERTs of
+    # tokens, then 10 INSERTs of events. That's the count on PostgreSQL, and
+    # on SQLite from Django 6.0, which reads the connection's parameter limit
+    # (32,766 by default since SQLite 3.32).
+    ISSUE_10000_QUERIES = 10 + 10
+    ISSUE_10000_QUERIES_NO_AUDIT = 10
+    # Django 5.2 assumes SQLite's historical limit of 999 parameters, so its
+    # batches are smaller: 71 tokens (999 // 14 columns) and 83 events
+    # (999 // 12 columns), that is ceil(10^4 / 71) and ceil(10^4 / 83).
+    ISSUE_10000_QUERIES_SQLITE_999 = 141 + 121
+    ISSUE_10000_QUERIES_SQLITE_999_NO_AUDIT = 141
 
     def test_returns_token_and_record(self):
         admin = self.create_user("admin")
@@ -275,6 +287,39 @@ class IssueTests(CreateUserMixin, TestCase):
         self.assertIssueMany(50, self.ISSUE_QUERIES_NO_AUDIT)
         self.assertFalse(TokenEvent.objects.filter(kind="issued").exists())
 
+    def issue_10000(self, queries, queries_sqlite_999):
+        User = get_user_model()
+        users = User.objects.bulk_create(
+            User(username=f"bulk{index}", password="!") for index in range(10_000)
+        )
+        # PostgreSQL has no limit (None). SQLite's fits batches of 1,000
+        # tokens of 14 columns, except Django 5.2's fixed 999.
+        limit = connection.features.max_query_params
+        if limit is not None and limit < 14 * store.BATCH_SIZE:
+            self.assertEqual(limit, 999, "another limit needs another count")
+            queries = queries_sqlite_999
+        with self.assertNumQueries(queries):
+            issued = issue_tokens(users, "s")
+        self.assertEqual(len(issued), 10_000)
+        self.assertEqual(IssuedToken.objects.count(), 10_000)
+        # The first, a batch boundary and the last link work for their user.
+        for index in (0, 999, 1000, 9999):
+            token, record = issued[index]
+            self.assertEqual(record.user_id, users[index].pk)
+            self.assertEqual(get_user(token, "s"), users[index])
+
+    def test_issue_tokens_10000(self):
+        self.issue_10000(self.ISSUE_10000_QUERIES, self.ISSUE_10000_QUERIES_SQLITE_999)
+        self.assertEqual(TokenEvent.objects.filter(kind="issued").count(), 10_000)
+
+    @override_settings(SESAME_AUDIT=False)
+    def test_issue_tokens_10000_without_audit(self):
+        self.issue_10000(
+            self.ISSUE_10000_QUERIES_NO_AUDIT,
+            self.ISSUE_10000_QUERIES_SQLITE_999_NO_AUDIT,
+        )
+        self.assertFalse(TokenEvent.objects.exists())
+
     def test_issue_tokens_empty(self):
         with self.assertNumQueries(0):
             self.assertEqual(issue_tokens([]), [])
@@ -301,6 +346,62 @@ class IssueTests(CreateUserMixin, TestCase):
             issue_token(self.user)
         self.assertEqual(len(callbacks), 1)
         self.assertEqual(receiver.calls, [])
+
+
+class IssueTransactionTests(CreateUserMixin, TransactionTestCase):
+    """issue_tokens() inserts its batches of tokens and events in one transaction."""
+
+    def fail_event_inserts(self):
+        # A real fault in the database: a trigger refuses every audit event,
+        # after every token has been inserted.
+        table = TokenEvent._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    "CREATE FUNCTION fail_event() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'no events'; END $$ LANGUAGE plpgsql"
+                )
+                cursor.execute(
+                    f"CREATE TRIGGER fail_event BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION fail_event()"
+                )
+            else:
+                cursor.execute(
+                    f"CREATE TRIGGER fail_event BEFORE INSERT ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, 'no events'); END"
+                )
+        self.addCleanup(self.drop_trigger)
+
+    def drop_trigger(self):
+        table = TokenEvent._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER fail_event ON {table}")
+                cursor.execute("DROP FUNCTION fail_event()")
+            else:
+                cursor.execute("DROP TRIGGER fail_event")
+
+    def test_batches_are_one_transaction(self):
+        # 2,500 users: three batches of tokens, more on SQLite with Django 5.2.
+        User = get_user_model()
+        users = User.objects.bulk_create(
+            User(username=f"bulk{index}", password="!") for index in range(2_500)
+        )
+        self.fail_event_inserts()
+        with self.assertRaisesMessage(DatabaseError, "no events"):
+            issue_tokens(users)
+        self.assertFalse(IssuedToken.objects.exists())
+
+    @override_settings(SESAME_AUDIT=False)
+    def test_fault_check(self):
+        # Without the audit, the same tokens go in: the fault was the trigger.
+        User = get_user_model()
+        users = User.objects.bulk_create(
+            User(username=f"bulk{index}", password="!") for index in range(2_500)
+        )
+        self.fail_event_inserts()
+        issue_tokens(users)
+        self.assertEqual(IssuedToken.objects.count(), 2_500)
 
 
 class QueryBudgetTests(CreateUserMixin, TestCase):
