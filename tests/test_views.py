@@ -137,6 +137,10 @@ class TestLoginView(
             "https://evil.example/",
             "//evil.example/",
             "https:///evil.example/",
+            "///evil.example/",
+            "/\\evil.example/",
+            "\\\\evil.example/",
+            "/\t/evil.example/",
             "javascript:alert(1)",
         ]:
             with self.subTest(next=next_url):
