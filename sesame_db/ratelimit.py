@@ -33,6 +33,9 @@ __all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
 # Set on a request whose token was rejected for going over the limit.
 _FLAG = "_sesame_db_rate_limited"
 
+# The key of clients whose address can't be parsed.
+UNKNOWN_CLIENT = "unknown"
+
 
 def _limits() -> tuple[int, float] | None:
     setting = conf.RATE_LIMIT
@@ -79,9 +82,15 @@ def _client(request: HttpRequest | None) -> str | None:
         return None
     ip = client_ip(request)
     if ip is None:
-        return None
+        # Without an address, clients share one count rather than none:
+        # the limit must not fail open. client_ip() logs a warning.
+        return UNKNOWN_CLIENT
     address = ipaddress.ip_address(ip)
-    if address.version == 6:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # A dual-stack server sees IPv4 clients as ::ffff:a.b.c.d: count
+            # them as IPv4 clients, not all together in ::/64.
+            return str(address.ipv4_mapped)
         # A client usually has a whole /64: count them together.
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return ip

@@ -164,13 +164,41 @@ class ClientLimitTests(RateLimitTestCase):
         other = self.request("10.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.8")
         self.assertEqual(get_user(other, token=get_token(self.user)), self.user)
 
-    def test_request_without_address(self):
-        for _ in range(5):
+    def test_requests_without_address_share_a_count(self):
+        # A server on a Unix socket leaves REMOTE_ADDR empty; ASGI servers
+        # may leave it out.
+        for _ in range(3):
             get_user(self.factory.get("/", REMOTE_ADDR=""), token="junk")
+        limited = self.factory.get("/", REMOTE_ADDR="")
+        self.assertIsNone(get_user(limited, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(limited))
+        missing = self.factory.get("/")
+        del missing.META["REMOTE_ADDR"]
+        self.assertIsNone(get_user(missing, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(missing))
+        # Clients with an address are counted apart.
         self.assertEqual(
-            get_user(self.factory.get("/", REMOTE_ADDR=""), token=get_token(self.user)),
-            self.user,
+            get_user(self.request(), token=get_token(self.user)), self.user
         )
+
+    @override_settings(SESAME_TRUSTED_PROXIES=1)
+    def test_trusted_hop_that_is_not_an_address(self):
+        for _ in range(3):
+            request = self.request("10.0.0.1", HTTP_X_FORWARDED_FOR="unknown")
+            self.assertIsNone(get_user(request, token="junk"))
+        limited = self.request("10.0.0.1", HTTP_X_FORWARDED_FOR="_hidden")
+        self.assertIsNone(get_user(limited, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(limited))
+
+    def test_ipv4_mapped_addresses_are_counted_as_ipv4(self):
+        # A dual-stack server reports IPv4 clients as ::ffff:a.b.c.d, whose
+        # /64 would hold every IPv4 client.
+        self.fail_times(3, ip="::ffff:192.0.2.1")
+        request = self.request("::ffff:192.0.2.2")
+        self.assertEqual(get_user(request, token=get_token(self.user)), self.user)
+        limited = self.request("192.0.2.1")
+        self.assertIsNone(get_user(limited, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(limited))
 
     def test_without_request(self):
         for _ in range(5):
