@@ -1,18 +1,32 @@
 from __future__ import annotations
 
+import asyncio
 import datetime
+import threading
+from collections import Counter
 
 import time_machine
 from django.core.cache import caches
-from django.test import RequestFactory, TestCase, override_settings
+from django.db import connection
+from django.test import (
+    RequestFactory,
+    TestCase,
+    TransactionTestCase,
+    override_settings,
+)
 
 from sesame_db import ratelimit
-from sesame_db.exceptions import InvalidToken, Reason
+from sesame_db.exceptions import DatabaseUnavailable, Reason
 from sesame_db.models import TokenEvent
 from sesame_db.signals import token_rejected
 from sesame_db.utils import aget_user, get_token, get_user, issue_token
 
-from .mixins import AsyncNumQueriesMixin, CreateUserMixin, tamper
+from .mixins import (
+    AsyncNumQueriesMixin,
+    CreateUserMixin,
+    FailingDatabaseMixin,
+    tamper,
+)
 
 CACHES = {
     "default": {
@@ -311,35 +325,184 @@ async def issue_token_async(user, **kwargs):
     return await sync_to_async(issue_token)(user, **kwargs)
 
 
-class CountFailureTests(RateLimitTestCase):
-    def test_window_ended_between_add_and_incr(self):
+class CountingTests(RateLimitTestCase):
+    KEY = "sesame_db:failures:ip:192.0.2.1"
+
+    def test_valid_uses_are_not_failures(self):
+        for _ in range(10):
+            self.assertEqual(
+                get_user(self.request(), token=get_token(self.user)), self.user
+            )
+        token, _ = issue_token(self.user)
+        for _ in range(10):
+            self.assertEqual(get_user(self.request(), token=token), self.user)
+        self.assertEqual(caches["default"].get(self.KEY), 0)
+        self.fail_times(3)
+        self.assertIsNone(get_user(self.request(), token=get_token(self.user)))
+
+    async def test_valid_uses_are_not_failures_async(self):
+        for _ in range(5):
+            self.assertEqual(
+                await aget_user(self.request(), token=get_token(self.user)), self.user
+            )
+        token, _ = await issue_token_async(self.user)
+        for _ in range(5):
+            self.assertEqual(await aget_user(self.request(), token=token), self.user)
+        for _ in range(3):
+            self.assertIsNone(await aget_user(self.request(), token="junk"))
+        request = self.request()
+        self.assertIsNone(await aget_user(request, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+
+    def test_refused_attempts_give_their_count_back(self):
+        self.fail_times(3)
+        token, record = issue_token(self.user)
+        for _ in range(10):
+            self.assertIsNone(get_user(self.request(), token=token))
         cache = caches["default"]
-        exc = InvalidToken(Reason.MALFORMED, "Bad token")
-        original = cache.incr
-        calls: list[str] = []
+        self.assertEqual(cache.get(self.KEY), 3)
+        # A client over its limit doesn't use up the count of a link.
+        self.assertEqual(cache.get(f"sesame_db:failures:link:{record.pk}"), 0)
+        self.assertEqual(get_user(self.request("192.0.2.2"), token=token), self.user)
+
+    def test_window_started_by_another_attempt(self):
+        # Between incr(), which finds no window, and add(), another attempt
+        # starts one: this one counts in it.
+        cache = caches["default"]
+        original = cache.add
+
+        def add(key, value, timeout=None, version=None):
+            original(key, value, timeout, version)  # The other attempt.
+            cache.add = original  # type: ignore[method-assign]
+            return original(key, value, timeout, version)
+
+        cache.add = add  # type: ignore[method-assign]
+        self.addCleanup(setattr, cache, "add", original)
+        self.assertIsNone(get_user(self.request(), token="junk"))
+        self.assertEqual(cache.get(self.KEY), 2)
+
+    def test_cache_that_loses_the_window_fails_closed(self):
+        cache = caches["default"]
 
         def incr(key, delta=1, version=None):
-            if not calls:
-                calls.append(key)
-                cache.delete(key)
-            return original(key, delta, version)
-
-        cache.incr = incr  # type: ignore[method-assign]
-        self.addCleanup(delattr, cache, "incr")
-        ratelimit.count_failure(self.request(), exc)
-        self.assertEqual(cache.get("sesame_db:failures:ip:192.0.2.1"), 1)
-
-    async def test_window_ended_between_add_and_incr_async(self):
-        cache = caches["default"]
-        exc = InvalidToken(Reason.MALFORMED, "Bad token")
-
-        async def aincr(key, delta=1, version=None):
             raise ValueError(key)
 
-        cache.aincr = aincr  # type: ignore[method-assign]
-        self.addCleanup(delattr, cache, "aincr")
-        await ratelimit.acount_failure(self.request(), exc)
-        self.assertEqual(cache.get("sesame_db:failures:ip:192.0.2.1"), 1)
+        cache.incr = incr  # type: ignore[method-assign]
+        cache.add = lambda *args, **kwargs: False  # type: ignore[method-assign]
+        self.addCleanup(delattr, cache, "incr")
+        self.addCleanup(delattr, cache, "add")
+        request = self.request()
+        self.assertIsNone(get_user(request, token=get_token(self.user)))
+        self.assertTrue(ratelimit.is_rate_limited(request))
+
+    def test_window_ends_before_the_count_is_given_back(self):
+        with time_machine.travel(START, tick=False) as traveller:
+            cache = caches["default"]
+            ratelimit.check(self.request(), None)
+            traveller.shift(61)
+            ratelimit.release(self.request(), None)
+            self.assertIsNone(cache.get(self.KEY))
+
+
+class GivenBackOnDatabaseFailureTests(FailingDatabaseMixin, TransactionTestCase):
+    def setUp(self):
+        super().setUp()
+        caches["default"].clear()
+
+    @override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT)
+    def test_database_failures_are_not_counted(self):
+        # The token was neither accepted nor rejected.
+        token, _ = issue_token(self.user)
+        request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1")
+        for _ in range(5):
+            with (
+                self.assertLogs("sesame_db", "ERROR"),
+                self.failing(),
+                self.assertRaises(DatabaseUnavailable),
+            ):
+                get_user(request, token=token)
+        self.assertEqual(get_user(request, token=token), self.user)
+
+    @override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT)
+    async def test_database_failures_are_not_counted_async(self):
+        token, _ = await issue_token_async(self.user)
+        request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1")
+        for _ in range(5):
+            with self.assertRaises(DatabaseUnavailable):
+                async with self.afailing():
+                    await aget_user(request, token=token)
+        self.assertEqual(await aget_user(request, token=token), self.user)
+
+
+# Enough threads to overshoot a limit of 10 several times over when attempts
+# are counted after the check.
+THREADS = 64
+
+
+@override_settings(CACHES=CACHES, SESAME_RATE_LIMIT={"failures": 10, "period": 60})
+class ConcurrentFailureTests(CreateUserMixin, TransactionTestCase):
+    """Failures at once, each thread with its own connection: no more than the limit are checked."""
+
+    def setUp(self):
+        super().setUp()
+        caches["default"].clear()
+        self.rejections = Rejections(self)
+
+    def fail_concurrently(self, token, ip):
+        barrier = threading.Barrier(THREADS)
+        errors = []
+
+        def attempt(index):
+            try:
+                barrier.wait(timeout=30)
+                self.assertIsNone(
+                    get_user(
+                        RequestFactory().get("/", REMOTE_ADDR=ip(index)), token=token
+                    )
+                )
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(errors, [])
+        return Counter(reason for reason, _ in self.rejections.reasons)
+
+    def test_one_client(self):
+        # Tokens of an inactive user: each check costs a query.
+        token = get_token(self.user)
+        self.user.is_active = False
+        self.user.save()
+        reasons = self.fail_concurrently(token, lambda index: "192.0.2.1")
+        self.assertEqual(
+            reasons, {Reason.UNKNOWN_USER: 10, Reason.RATE_LIMITED: THREADS - 10}
+        )
+
+    async def test_one_client_async(self):
+        async def attempt():
+            request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1")
+            self.assertIsNone(await aget_user(request, token=tamper(token)))
+
+        token = get_token(self.user)
+        await asyncio.gather(*(attempt() for _ in range(THREADS)))
+        reasons = Counter(reason for reason, _ in self.rejections.reasons)
+        self.assertEqual(
+            reasons, {Reason.BAD_SIGNATURE: 10, Reason.RATE_LIMITED: THREADS - 10}
+        )
+
+    @override_settings(SESAME_AUDIT=False)
+    def test_one_link_from_many_clients(self):
+        token, record = issue_token(self.user)
+        record.revoke()
+        reasons = self.fail_concurrently(token, lambda index: f"192.0.2.{index + 1}")
+        self.assertEqual(
+            reasons, {Reason.REVOKED: 10, Reason.RATE_LIMITED: THREADS - 10}
+        )
 
 
 @override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT, ROOT_URLCONF="tests.urls")
