@@ -128,7 +128,10 @@ class SesameBackendMixin:
                 if conf.ONE_TIME and not self._consume(user):
                     raise _used_up(user)
         except InvalidToken as exc:
-            store.reject(exc, request=request, scope=scope, sender=type(self))
+            with ratelimit.auditing(request, exc, scope) as audit:
+                store.reject(
+                    exc, request=request, scope=scope, sender=type(self), audit=audit
+                )
             return None
         store.accept(user, request=request, scope=scope, sender=type(self))
         return user
@@ -168,7 +171,10 @@ class SesameBackendMixin:
                 if conf.ONE_TIME and not await self._aconsume(user):
                     raise _used_up(user)
         except InvalidToken as exc:
-            await store.areject(exc, request=request, scope=scope, sender=type(self))
+            async with ratelimit.aauditing(request, exc, scope) as audit:
+                await store.areject(
+                    exc, request=request, scope=scope, sender=type(self), audit=audit
+                )
             return None
         store.accept(user, request=request, scope=scope, sender=type(self))
         return user

@@ -245,18 +245,21 @@ def check_store_settings(
                 )
             )
     rate_limit = conf.RATE_LIMIT
+    alias = conf.RATE_LIMIT_CACHE
+    # The cache also counts repeated rejections for the audit trail, with or
+    # without a rate limit.
+    if alias not in settings.CACHES:
+        errors.append(
+            Error(
+                f"SESAME_RATE_LIMIT_CACHE is {alias!r}, which isn't a cache in CACHES.",
+                hint="Set SESAME_RATE_LIMIT_CACHE to an alias of CACHES.",
+                id="sesame_db.E010",
+            )
+        )
     if rate_limit is not None:
         errors.extend(_rate_limit_errors(rate_limit))
-        alias = conf.RATE_LIMIT_CACHE
-        if alias not in settings.CACHES:
-            errors.append(
-                Error(
-                    f"SESAME_RATE_LIMIT_CACHE is {alias!r}, which isn't a cache in CACHES.",
-                    hint="Set SESAME_RATE_LIMIT_CACHE to an alias of CACHES.",
-                    id="sesame_db.E010",
-                )
-            )
-        elif settings.CACHES[alias].get("BACKEND") == DUMMY_CACHE:
+        backend = settings.CACHES.get(alias, {}).get("BACKEND")
+        if backend == DUMMY_CACHE:
             errors.append(
                 Warning(
                     f"SESAME_RATE_LIMIT counts failures in the cache {alias!r}, a DummyCache, which keeps nothing: no client is ever limited.",
@@ -264,7 +267,7 @@ def check_store_settings(
                     id="sesame_db.W005",
                 )
             )
-        elif not _has_atomic_incr(settings.CACHES[alias].get("BACKEND", "")):
+        elif backend is not None and not _has_atomic_incr(backend):
             errors.append(
                 Warning(
                     f"SESAME_RATE_LIMIT counts failures in the cache {alias!r}, whose incr() isn't atomic: "

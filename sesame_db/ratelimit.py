@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import math
 import sys
@@ -38,6 +39,12 @@ _FLAG = "_sesame_db_rate_limited"
 
 # The key of clients whose address can't be parsed.
 UNKNOWN_CLIENT = "unknown"
+
+# The audit trail records, per window of AUDIT_WINDOW seconds, the first
+# rejection of a stored link for a reason from each client, for at most
+# AUDIT_CLIENTS clients: see docs/store.rst.
+AUDIT_WINDOW = 300
+AUDIT_CLIENTS = 10
 
 
 def _limits() -> tuple[int, float] | None:
@@ -230,3 +237,76 @@ async def arelease(request: HttpRequest | None, token_id: int | None) -> None:
     """See :func:`release`."""
     if _limits() is not None:
         await sync_to_async(release)(request, token_id)
+
+
+def _rejection_keys(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> tuple[str, str]:
+    link = f"sesame_db:rejected:{exc.token_id}:{exc.reason.value}"
+    # The requested scope comes from the URL: hashed, it makes a short key
+    # of safe characters for any cache.
+    scope_hash = hashlib.blake2b(scope.encode(), digest_size=8).hexdigest()
+    return link, f"{link}:{scope_hash}:{_client(request) or '-'}"
+
+
+def _first_rejection(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> bool:
+    if exc.token_id is None or not conf.AUDIT:
+        return True  # Nothing is recorded anyway.
+    cache = _cache()
+    link, client = _rejection_keys(request, exc, scope)
+    if not cache.add(client, 1, AUDIT_WINDOW):
+        return False
+    return _count(cache, link, AUDIT_WINDOW) <= AUDIT_CLIENTS
+
+
+def _forget_rejection(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> None:
+    cache = _cache()
+    link, client = _rejection_keys(request, exc, scope)
+    cache.delete(client)
+    _release(cache, [link])
+
+
+@contextlib.contextmanager
+def auditing(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> Iterator[bool]:
+    """
+    Tell whether to record the rejection ``exc`` of a stored link in the audit trail.
+
+    Within a window of :data:`AUDIT_WINDOW` seconds, only the first rejection
+    of a link for a reason, from a client, in a requested ``scope``, is
+    recorded, and at most :data:`AUDIT_CLIENTS` for a link and a reason, so
+    that repeating a rejected link can't fill the audit trail. They're
+    counted in :data:`SESAME_RATE_LIMIT_CACHE`, whether or not
+    :data:`SESAME_RATE_LIMIT` is set. If the block fails, the rejection isn't
+    counted as recorded.
+
+    """
+    audit = _first_rejection(request, exc, scope)
+    try:
+        yield audit
+    except BaseException:
+        if audit and exc.token_id is not None and conf.AUDIT:
+            _forget_rejection(request, exc, scope)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def aauditing(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> AsyncIterator[bool]:
+    """See :func:`auditing`."""
+    if exc.token_id is None or not conf.AUDIT:
+        yield True  # Nothing is recorded anyway.
+        return
+    audit = await sync_to_async(_first_rejection)(request, exc, scope)
+    try:
+        yield audit
+    except BaseException:
+        if audit:
+            await sync_to_async(_forget_rejection)(request, exc, scope)
+        raise

@@ -525,10 +525,19 @@ def redeem(
 
 
 def reject(
-    exc: InvalidToken, *, request: HttpRequest | None, scope: str, sender: type
+    exc: InvalidToken,
+    *,
+    request: HttpRequest | None,
+    scope: str,
+    sender: type,
+    audit: bool = True,
 ) -> None:
     """
     Record a rejected token: a DEBUG log line, an audit event if the token identifies a stored one, and :data:`~sesame_db.signals.token_rejected`.
+
+    With ``audit`` false, the audit event is left out: the backend passes
+    what :func:`~sesame_db.ratelimit.auditing` says, which keeps
+    repeated rejections from filling the audit trail.
 
     """
     logger.debug(exc.message, *exc.log_args)
@@ -540,7 +549,7 @@ def reject(
         token_id=exc.token_id,
         scope=scope,
     )
-    if exc.token_id is None or not conf.AUDIT or not is_installed():
+    if exc.token_id is None or not audit or not conf.AUDIT or not is_installed():
         send()
         return
     IssuedToken, TokenEvent = get_models()
@@ -560,13 +569,18 @@ def reject(
 
 
 async def areject(
-    exc: InvalidToken, *, request: HttpRequest | None, scope: str, sender: type
+    exc: InvalidToken,
+    *,
+    request: HttpRequest | None,
+    scope: str,
+    sender: type,
+    audit: bool = True,
 ) -> None:
     """See :func:`reject`; only a rejection with an audit event needs a thread."""
-    if exc.token_id is not None and conf.AUDIT:
+    if exc.token_id is not None and audit and conf.AUDIT:
         await sync_to_async(reject)(exc, request=request, scope=scope, sender=sender)
     else:
-        reject(exc, request=request, scope=scope, sender=sender)
+        reject(exc, request=request, scope=scope, sender=sender, audit=audit)
 
 
 def accept(

@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import time_machine
+from asgiref.sync import sync_to_async
 from django.core.cache import caches
 from django.db import connection
 from django.test import (
@@ -404,12 +405,12 @@ class CountingTests(RateLimitTestCase):
             self.assertIsNone(cache.get(self.KEY))
 
 
+@override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT)
 class GivenBackOnDatabaseFailureTests(FailingDatabaseMixin, TransactionTestCase):
     def setUp(self):
         super().setUp()
         caches["default"].clear()
 
-    @override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT)
     def test_database_failures_are_not_counted(self):
         # The token was neither accepted nor rejected.
         token, _ = issue_token(self.user)
@@ -423,7 +424,6 @@ class GivenBackOnDatabaseFailureTests(FailingDatabaseMixin, TransactionTestCase)
                 get_user(request, token=token)
         self.assertEqual(get_user(request, token=token), self.user)
 
-    @override_settings(CACHES=CACHES, SESAME_RATE_LIMIT=LIMIT)
     async def test_database_failures_are_not_counted_async(self):
         token, _ = await issue_token_async(self.user)
         request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1")
@@ -558,3 +558,147 @@ class ResponseTests(RateLimitTestCase):
         response = self.client.get("/user/", {"sesame": get_token(self.user)})
         self.assertEqual(response.status_code, 200)
         self.assertContains(response, "anonymous")
+
+
+@override_settings(CACHES=CACHES)
+class AuditFloodTests(AsyncNumQueriesMixin, CreateUserMixin, TestCase):
+    """Repeating a rejected link adds rows to the audit trail within a documented bound."""
+
+    # A repeated rejection: no query, the rejection is only counted in the cache.
+    REPEAT_QUERIES = 0
+
+    def setUp(self):
+        super().setUp()
+        with time_machine.travel(START, tick=False):
+            self.token, self.record = issue_token(self.user, max_age=60)
+        self.factory = RequestFactory()
+
+    def rejected(self):
+        return list(
+            TokenEvent.objects.filter(token=self.record, kind="rejected")
+            .order_by("pk")
+            .values_list("reason", "ip", "scope")
+        )
+
+    def reject(self, ip="192.0.2.1", scope="", token=None):
+        request = self.factory.get("/", REMOTE_ADDR=ip)
+        self.assertIsNone(get_user(request, scope, token=token or self.token))
+
+    def test_one_client_repeating_a_link(self):
+        rejections = Rejections(self)
+        with (
+            time_machine.travel(START + datetime.timedelta(hours=1), tick=False),
+            self.captureOnCommitCallbacks(execute=True),
+        ):
+            self.reject()
+            with self.assertNumQueries(self.REPEAT_QUERIES):
+                for _ in range(49):
+                    self.reject()
+        self.assertEqual(self.rejected(), [("expired", "192.0.2.1", "")])
+        # Every rejection is still sent with the signal.
+        self.assertEqual(len(rejections.reasons), 50)
+
+    def test_first_rejection_of_each_reason_is_kept(self):
+        with time_machine.travel(START + datetime.timedelta(seconds=30), tick=False):
+            for _ in range(5):
+                self.reject(scope="other")
+            self.record.revoke()
+            for _ in range(5):
+                self.reject()
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(5):
+                self.reject()
+        self.assertEqual(
+            self.rejected(),
+            [
+                ("wrong_scope", "192.0.2.1", "other"),
+                ("revoked", "192.0.2.1", ""),
+                # Past its signed expiry, the link is rejected before the
+                # database is asked.
+                ("expired", "192.0.2.1", ""),
+            ],
+        )
+
+    @override_settings(SESAME_RATE_LIMIT={"failures": 3, "period": 60})
+    def test_rate_limited_rejections(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(20):
+                self.reject()
+        self.assertEqual(
+            self.rejected(),
+            [("expired", "192.0.2.1", ""), ("rate_limited", "192.0.2.1", "")],
+        )
+
+    def test_many_clients(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for i in range(30):
+                for _ in range(3):
+                    self.reject(ip=f"192.0.2.{i + 1}")
+        self.assertEqual(
+            self.rejected(),
+            [
+                ("expired", f"192.0.2.{i + 1}", "")
+                for i in range(ratelimit.AUDIT_CLIENTS)
+            ],
+        )
+
+    def test_many_scopes(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for i in range(30):
+                self.reject(scope=f"report:{i}")
+                self.reject(scope=f"report:{i}")
+        self.assertEqual(
+            self.rejected(),
+            [
+                ("wrong_scope", "192.0.2.1", f"report:{i}")
+                for i in range(ratelimit.AUDIT_CLIENTS)
+            ],
+        )
+
+    def test_ipv6_clients_are_counted_by_64_prefix(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for i in range(30):
+                self.reject(ip=f"2001:db8::{i + 1:x}")
+        self.assertEqual(self.rejected(), [("expired", "2001:db8::1", "")])
+
+    def test_one_row_per_window(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False) as t:
+            for _ in range(ratelimit.AUDIT_WINDOW // 10 * 3):
+                self.reject()
+                t.shift(10)
+        self.assertEqual(self.rejected(), [("expired", "192.0.2.1", "")] * 3)
+
+    def test_links_are_counted_apart(self):
+        with time_machine.travel(START, tick=False):
+            other, record = issue_token(self.user, max_age=60)
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(5):
+                self.reject()
+                self.reject(token=other)
+        self.assertEqual(self.rejected(), [("expired", "192.0.2.1", "")])
+        self.assertEqual(
+            TokenEvent.objects.filter(token=record, kind="rejected").count(), 1
+        )
+
+    def test_without_request(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(5):
+                self.assertIsNone(get_user(self.token))
+        self.assertEqual(self.rejected(), [("expired", None, "")])
+
+    @override_settings(SESAME_AUDIT=False)
+    def test_without_audit(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(5):
+                self.reject()
+        self.assertEqual(len(caches["default"]._cache), 0)  # type: ignore[attr-defined]
+
+    async def test_async(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(3):
+                request = self.factory.get("/", REMOTE_ADDR="192.0.2.1")
+                self.assertIsNone(await aget_user(request, token=self.token))
+            async with self.assertNumQueriesAsync(self.REPEAT_QUERIES):
+                self.assertIsNone(await aget_user(request, token=self.token))
+        rows = await sync_to_async(self.rejected)()
+        self.assertEqual(rows, [("expired", "192.0.2.1", "")])
