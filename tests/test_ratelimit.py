@@ -433,6 +433,19 @@ class GivenBackOnDatabaseFailureTests(FailingDatabaseMixin, TransactionTestCase)
                     await aget_user(request, token=token)
         self.assertEqual(await aget_user(request, token=token), self.user)
 
+    async def test_failed_audit_is_not_counted_as_recorded_async(self):
+        token, record = await issue_token_async(self.user)
+        await sync_to_async(record.revoke)()
+        request = RequestFactory().get("/", REMOTE_ADDR="192.0.2.1")
+        with self.assertRaises(DatabaseUnavailable):
+            async with self.afailing(
+                lambda sql: "INSERT INTO" in sql and "sesame_db_tokenevent" in sql
+            ):
+                await aget_user(request, token=token)
+        self.assertIsNone(await aget_user(request, token=token))
+        rejected = TokenEvent.objects.filter(token_id=record.pk, kind="rejected")
+        self.assertEqual(await rejected.acount(), 1)
+
 
 # Enough threads to overshoot a limit of 10 several times over when attempts
 # are counted after the check.
@@ -685,6 +698,21 @@ class AuditFloodTests(AsyncNumQueriesMixin, CreateUserMixin, TestCase):
             for _ in range(5):
                 self.assertIsNone(get_user(self.token))
         self.assertEqual(self.rejected(), [("expired", None, "")])
+
+    def test_requests_without_address(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(5):
+                self.reject(ip="")
+        self.assertEqual(self.rejected(), [("expired", None, "")])
+
+    @override_settings(
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    )
+    def test_dummy_cache_records_every_rejection(self):
+        with time_machine.travel(START + datetime.timedelta(hours=1), tick=False):
+            for _ in range(5):
+                self.reject()
+        self.assertEqual(self.rejected(), [("expired", "192.0.2.1", "")] * 5)
 
     @override_settings(SESAME_AUDIT=False)
     def test_without_audit(self):
