@@ -61,7 +61,9 @@ class ConcurrentRedemptionTests(TransactionTestCase):
             {
                 (TokenEvent.Kind.ISSUED, ""): 1,
                 (TokenEvent.Kind.USED, ""): max_uses,
-                (TokenEvent.Kind.REJECTED, "used_up"): THREADS - max_uses,
+                # Repeated rejections from one client (here, no request) are
+                # recorded once per window: docs/store.rst.
+                (TokenEvent.Kind.REJECTED, "used_up"): 1,
             },
         )
 
@@ -76,5 +78,5 @@ class ConcurrentRedemptionTests(TransactionTestCase):
         IssuedToken.objects.filter(pk=record.pk).revoke(reason="leaked")
         self.assertEqual(self.redeem_concurrently(token), [])
         self.assertEqual(
-            TokenEvent.objects.filter(token=record, reason="revoked").count(), THREADS
+            TokenEvent.objects.filter(token=record, reason="revoked").count(), 1
         )
