@@ -41,7 +41,9 @@ def _check_installed() -> None:
 
 
 # The MAC is checked before any query; the rate limit, if any, right after,
-# so that a client over the limit gets the same answer for any token.
+# so that a client over the limit gets the same answer for any token. The
+# attempt is counted there, before the check, and given back if the token is
+# valid (ratelimit.pending).
 
 
 def _decode_stored(
@@ -112,22 +114,26 @@ class SesameBackendMixin:
         try:
             if tokens_store.detect_token(token):
                 claims = _decode_stored(token, scope, request)
-                user, _ = store.redeem(
-                    claims,
-                    scope=scope,
-                    max_age=max_age,
-                    request=request,
-                    can_authenticate=self._can_authenticate,
-                    sender=type(self),
-                )
+                with ratelimit.pending(request, claims.record_id):
+                    user, _ = store.redeem(
+                        claims,
+                        scope=scope,
+                        max_age=max_age,
+                        request=request,
+                        can_authenticate=self._can_authenticate,
+                        sender=type(self),
+                    )
                 return user
             ratelimit.check(request, None)
-            user = parse_token(token, self.get_token_user, scope, max_age)
-            if conf.ONE_TIME and not self._consume(user):
-                raise _used_up(user)
+            with ratelimit.pending(request, None):
+                user = parse_token(token, self.get_token_user, scope, max_age)
+                if conf.ONE_TIME and not self._consume(user):
+                    raise _used_up(user)
         except InvalidToken as exc:
-            ratelimit.count_failure(request, exc)
-            store.reject(exc, request=request, scope=scope, sender=type(self))
+            with ratelimit.auditing(request, exc, scope) as audit:
+                store.reject(
+                    exc, request=request, scope=scope, sender=type(self), audit=audit
+                )
             return None
         store.accept(user, request=request, scope=scope, sender=type(self))
         return user
@@ -148,25 +154,29 @@ class SesameBackendMixin:
         try:
             if tokens_store.detect_token(token):
                 claims = await _adecode_stored(token, scope, request)
-                # One thread hop for the whole redemption, rather than one per
-                # query with the async ORM, whose methods are sync_to_async
-                # wrappers of the same sync code.
-                user, _ = await sync_to_async(store.redeem)(
-                    claims,
-                    scope=scope,
-                    max_age=max_age,
-                    request=request,
-                    can_authenticate=self._can_authenticate,
-                    sender=type(self),
-                )
+                async with ratelimit.apending(request, claims.record_id):
+                    # One thread hop for the whole redemption, rather than one
+                    # per query with the async ORM, whose methods are
+                    # sync_to_async wrappers of the same sync code.
+                    user, _ = await sync_to_async(store.redeem)(
+                        claims,
+                        scope=scope,
+                        max_age=max_age,
+                        request=request,
+                        can_authenticate=self._can_authenticate,
+                        sender=type(self),
+                    )
                 return user
             await ratelimit.acheck(request, None)
-            user = await aparse_token(token, self.aget_token_user, scope, max_age)
-            if conf.ONE_TIME and not await self._aconsume(user):
-                raise _used_up(user)
+            async with ratelimit.apending(request, None):
+                user = await aparse_token(token, self.aget_token_user, scope, max_age)
+                if conf.ONE_TIME and not await self._aconsume(user):
+                    raise _used_up(user)
         except InvalidToken as exc:
-            await ratelimit.acount_failure(request, exc)
-            await store.areject(exc, request=request, scope=scope, sender=type(self))
+            async with ratelimit.aauditing(request, exc, scope) as audit:
+                await store.areject(
+                    exc, request=request, scope=scope, sender=type(self), audit=audit
+                )
             return None
         store.accept(user, request=request, scope=scope, sender=type(self))
         return user

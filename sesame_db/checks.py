@@ -16,6 +16,7 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache.backends.base import BaseCache
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DatabaseError, connections, router
@@ -244,18 +245,21 @@ def check_store_settings(
                 )
             )
     rate_limit = conf.RATE_LIMIT
+    alias = conf.RATE_LIMIT_CACHE
+    # The cache also counts repeated rejections for the audit trail, with or
+    # without a rate limit.
+    if alias not in settings.CACHES:
+        errors.append(
+            Error(
+                f"SESAME_RATE_LIMIT_CACHE is {alias!r}, which isn't a cache in CACHES.",
+                hint="Set SESAME_RATE_LIMIT_CACHE to an alias of CACHES.",
+                id="sesame_db.E010",
+            )
+        )
     if rate_limit is not None:
         errors.extend(_rate_limit_errors(rate_limit))
-        alias = conf.RATE_LIMIT_CACHE
-        if alias not in settings.CACHES:
-            errors.append(
-                Error(
-                    f"SESAME_RATE_LIMIT_CACHE is {alias!r}, which isn't a cache in CACHES.",
-                    hint="Set SESAME_RATE_LIMIT_CACHE to an alias of CACHES.",
-                    id="sesame_db.E010",
-                )
-            )
-        elif settings.CACHES[alias].get("BACKEND") == DUMMY_CACHE:
+        backend = settings.CACHES.get(alias, {}).get("BACKEND")
+        if backend == DUMMY_CACHE:
             errors.append(
                 Warning(
                     f"SESAME_RATE_LIMIT counts failures in the cache {alias!r}, a DummyCache, which keeps nothing: no client is ever limited.",
@@ -263,7 +267,30 @@ def check_store_settings(
                     id="sesame_db.W005",
                 )
             )
+        elif backend is not None and not _has_atomic_incr(backend):
+            errors.append(
+                Warning(
+                    f"SESAME_RATE_LIMIT counts failures in the cache {alias!r}, whose incr() isn't atomic: "
+                    "concurrent failures can go over the limit, and each one restarts the period.",
+                    hint="Set SESAME_RATE_LIMIT_CACHE to a cache with an atomic incr(), shared by every process, such as Redis or Memcached.",
+                    id="sesame_db.W006",
+                )
+            )
     return errors
+
+
+def _has_atomic_incr(path: str) -> bool:
+    # BaseCache.incr() reads then writes, with the default timeout: the file
+    # and database caches inherit it.
+    try:
+        backend = import_string(path)
+    except ImportError:
+        return True  # Django reports this.
+    return not (
+        isinstance(backend, type)
+        and issubclass(backend, BaseCache)
+        and backend.incr is BaseCache.incr
+    )
 
 
 def check_migrations(

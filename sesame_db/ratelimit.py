@@ -16,11 +16,15 @@ can't clear its record with a link of its own.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import hashlib
 import ipaddress
 import math
-from typing import Any
+import sys
+from collections.abc import AsyncIterator, Iterator
 
+from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
 from django.http import HttpRequest, HttpResponse
 
@@ -32,6 +36,15 @@ __all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
 
 # Set on a request whose token was rejected for going over the limit.
 _FLAG = "_sesame_db_rate_limited"
+
+# The key of clients whose address can't be parsed.
+UNKNOWN_CLIENT = "unknown"
+
+# The audit trail records, per window of AUDIT_WINDOW seconds, the first
+# rejection of a stored link for a reason from each client, for at most
+# AUDIT_CLIENTS clients: see docs/store.rst.
+AUDIT_WINDOW = 300
+AUDIT_CLIENTS = 10
 
 
 def _limits() -> tuple[int, float] | None:
@@ -79,9 +92,15 @@ def _client(request: HttpRequest | None) -> str | None:
         return None
     ip = client_ip(request)
     if ip is None:
-        return None
+        # Without an address, clients share one count rather than none:
+        # the limit must not fail open. client_ip() logs a warning.
+        return UNKNOWN_CLIENT
     address = ipaddress.ip_address(ip)
-    if address.version == 6:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # A dual-stack server sees IPv4 clients as ::ffff:a.b.c.d: count
+            # them as IPv4 clients, not all together in ::/64.
+            return str(address.ipv4_mapped)
         # A client usually has a whole /64: count them together.
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return ip
@@ -101,8 +120,28 @@ def _cache() -> BaseCache:
     return caches[conf.RATE_LIMIT_CACHE]
 
 
-def _over(counts: dict[str, Any], failures: int) -> bool:
-    return any(int(count) >= failures for count in counts.values())
+def _count(cache: BaseCache, key: str, timeout: float) -> int:
+    """Add one to counter ``key``, starting a window of ``timeout`` seconds if it has none, and return the new count."""
+    # add() starts the window; incr() keeps its expiry and is atomic on
+    # Redis, Memcached and the local-memory cache (the W006 check warns
+    # about the others).
+    for _ in range(3):
+        try:
+            return int(cache.incr(key))
+        except ValueError:  # No window yet, or it just ended.
+            if cache.add(key, 1, timeout):
+                return 1
+            # Another attempt started one between incr() and add().
+    # A cache that says the key exists and doesn't, again and again: refuse
+    # rather than let the attempt through uncounted.
+    return sys.maxsize
+
+
+def _release(cache: BaseCache, keys: list[str]) -> None:
+    for key in keys:
+        # ValueError: the window ended, there's nothing to give back.
+        with contextlib.suppress(ValueError):
+            cache.decr(key)
 
 
 def _reject(request: HttpRequest | None, token_id: int | None) -> InvalidToken:
@@ -120,7 +159,13 @@ def _reject(request: HttpRequest | None, token_id: int | None) -> InvalidToken:
 
 def check(request: HttpRequest | None, token_id: int | None) -> None:
     """
-    Raise :exc:`~sesame_db.exceptions.InvalidToken` if the client of ``request`` or link ``token_id`` is over the limit.
+    Count an attempt for the client of ``request`` and for link ``token_id``; raise :exc:`~sesame_db.exceptions.InvalidToken` if either goes over the limit.
+
+    The attempt is counted before the token is checked, with the cache's
+    atomic ``incr()``, so that concurrent attempts can't all pass: no more
+    than ``failures`` attempts are checked per window, and a refused attempt
+    gives its counts back. It stays counted as a failure unless
+    :func:`pending` gives it back when the token turns out valid.
 
     ``token_id`` must come from a token whose MAC is valid.
 
@@ -128,48 +173,140 @@ def check(request: HttpRequest | None, token_id: int | None) -> None:
     limits = _limits()
     if limits is None:
         return
+    failures, period = limits
     keys = _keys(request, token_id)
-    if keys and _over(_cache().get_many(keys), limits[0]):
+    if not keys:
+        return
+    cache = _cache()
+    counts = [_count(cache, key, period) for key in keys]
+    if any(count > failures for count in counts):
+        _release(cache, keys)
         raise _reject(request, token_id)
 
 
 async def acheck(request: HttpRequest | None, token_id: int | None) -> None:
     """See :func:`check`."""
-    limits = _limits()
-    if limits is None:
-        return
-    keys = _keys(request, token_id)
-    if keys and _over(await _cache().aget_many(keys), limits[0]):
-        raise _reject(request, token_id)
+    # In a thread: the async methods of Django's caches increment with a
+    # read then a write, neither atomic nor keeping the window's expiry.
+    if _limits() is not None:
+        await sync_to_async(check)(request, token_id)
 
 
-def count_failure(request: HttpRequest | None, exc: InvalidToken) -> None:
-    """Count the failed attempt ``exc``, for its client and, when authentic, its link."""
-    limits = _limits()
-    if limits is None or exc.reason == Reason.RATE_LIMITED:
-        return
+@contextlib.contextmanager
+def pending(request: HttpRequest | None, token_id: int | None) -> Iterator[None]:
+    """
+    Give back the attempt counted by :func:`check` unless the block rejects the token.
+
+    A valid token doesn't count as a failure, so an honest user isn't
+    limited by their own uses. A database failure doesn't either: the token
+    was neither accepted nor rejected.
+
+    """
+    try:
+        yield
+    except InvalidToken:
+        raise
+    except BaseException:
+        release(request, token_id)
+        raise
+    release(request, token_id)
+
+
+@contextlib.asynccontextmanager
+async def apending(
+    request: HttpRequest | None, token_id: int | None
+) -> AsyncIterator[None]:
+    """See :func:`pending`."""
+    try:
+        yield
+    except InvalidToken:
+        raise
+    except BaseException:
+        await arelease(request, token_id)
+        raise
+    await arelease(request, token_id)
+
+
+def release(request: HttpRequest | None, token_id: int | None) -> None:
+    """Give back the attempt that :func:`check` counted."""
+    if _limits() is not None:
+        _release(_cache(), _keys(request, token_id))
+
+
+async def arelease(request: HttpRequest | None, token_id: int | None) -> None:
+    """See :func:`release`."""
+    if _limits() is not None:
+        await sync_to_async(release)(request, token_id)
+
+
+def _rejection_keys(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> tuple[str, str]:
+    link = f"sesame_db:rejected:{exc.token_id}:{exc.reason.value}"
+    # The requested scope comes from the URL: hashed, it makes a short key
+    # of safe characters for any cache.
+    scope_hash = hashlib.blake2b(scope.encode(), digest_size=8).hexdigest()
+    return link, f"{link}:{scope_hash}:{_client(request) or '-'}"
+
+
+def _first_rejection(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> bool:
+    if exc.token_id is None or not conf.AUDIT:
+        return True  # Nothing is recorded anyway.
     cache = _cache()
-    timeout = limits[1]
-    for key in _keys(request, exc.token_id):
-        # add() starts the window; incr() keeps its expiry on caches with an
-        # atomic increment (Redis, Memcached, local memory).
-        cache.add(key, 0, timeout)
-        try:
-            cache.incr(key)
-        except ValueError:  # The window ended between add() and incr().
-            cache.set(key, 1, timeout)
+    link, client = _rejection_keys(request, exc, scope)
+    if not cache.add(client, 1, AUDIT_WINDOW):
+        return False
+    return _count(cache, link, AUDIT_WINDOW) <= AUDIT_CLIENTS
 
 
-async def acount_failure(request: HttpRequest | None, exc: InvalidToken) -> None:
-    """See :func:`count_failure`."""
-    limits = _limits()
-    if limits is None or exc.reason == Reason.RATE_LIMITED:
-        return
+def _forget_rejection(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> None:
     cache = _cache()
-    timeout = limits[1]
-    for key in _keys(request, exc.token_id):
-        await cache.aadd(key, 0, timeout)
-        try:
-            await cache.aincr(key)
-        except ValueError:  # The window ended between add() and incr().
-            await cache.aset(key, 1, timeout)
+    link, client = _rejection_keys(request, exc, scope)
+    cache.delete(client)
+    _release(cache, [link])
+
+
+@contextlib.contextmanager
+def auditing(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> Iterator[bool]:
+    """
+    Tell whether to record the rejection ``exc`` of a stored link in the audit trail.
+
+    Within a window of :data:`AUDIT_WINDOW` seconds, only the first rejection
+    of a link for a reason, from a client, in a requested ``scope``, is
+    recorded, and at most :data:`AUDIT_CLIENTS` for a link and a reason, so
+    that repeating a rejected link can't fill the audit trail. They're
+    counted in :data:`SESAME_RATE_LIMIT_CACHE`, whether or not
+    :data:`SESAME_RATE_LIMIT` is set. If the block fails, the rejection isn't
+    counted as recorded.
+
+    """
+    audit = _first_rejection(request, exc, scope)
+    try:
+        yield audit
+    except BaseException:
+        if audit and exc.token_id is not None and conf.AUDIT:
+            _forget_rejection(request, exc, scope)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def aauditing(
+    request: HttpRequest | None, exc: InvalidToken, scope: str
+) -> AsyncIterator[bool]:
+    """See :func:`auditing`."""
+    if exc.token_id is None or not conf.AUDIT:
+        yield True  # Nothing is recorded anyway.
+        return
+    audit = await sync_to_async(_first_rejection)(request, exc, scope)
+    try:
+        yield audit
+    except BaseException:
+        if audit:
+            await sync_to_async(_forget_rejection)(request, exc, scope)
+        raise

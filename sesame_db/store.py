@@ -92,6 +92,7 @@ def client_ip(request: HttpRequest) -> str | None:
 
     """
     address = request.META.get("REMOTE_ADDR", "")
+    source = "REMOTE_ADDR"
     hops = conf.TRUSTED_PROXIES
     if hops:
         forwarded = [
@@ -102,10 +103,35 @@ def client_ip(request: HttpRequest) -> str | None:
         # Entries left of those added by trusted proxies are client-controlled.
         if len(forwarded) >= hops:
             address = forwarded[-hops]
+            source = "X-Forwarded-For"
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
+        _log_unknown_address(source, address)
         return None
+
+
+# Whether this process logged an unparsable client address at WARNING yet.
+_unknown_address_logged = False
+
+
+def _log_unknown_address(source: str, address: str) -> None:
+    # A deployment where no request has an address (a server on a Unix
+    # socket, a proxy that isn't counted in SESAME_TRUSTED_PROXIES) can't be
+    # seen by a system check: say it once per process, loudly enough.
+    global _unknown_address_logged
+    if _unknown_address_logged:
+        logger.debug("Unknown client address in %s: %r", source, address[:64])
+        return
+    _unknown_address_logged = True
+    logger.warning(
+        "Unknown client address in %s: %r. The audit trail records no address, "
+        "and SESAME_RATE_LIMIT counts every such client together. Behind a reverse "
+        "proxy, set SESAME_TRUSTED_PROXIES to the number of proxies that append to "
+        "X-Forwarded-For. Logged once per process.",
+        source,
+        address[:64],
+    )
 
 
 def client_info(request: HttpRequest | None) -> dict[str, Any]:
@@ -633,10 +659,19 @@ def redeem(
 
 
 def reject(
-    exc: InvalidToken, *, request: HttpRequest | None, scope: str, sender: type
+    exc: InvalidToken,
+    *,
+    request: HttpRequest | None,
+    scope: str,
+    sender: type,
+    audit: bool = True,
 ) -> None:
     """
     Record a rejected token: a DEBUG log line, an audit event if the token identifies a stored one, and :data:`~sesame_db.signals.token_rejected`.
+
+    With ``audit`` false, the audit event is left out: the backend passes
+    what :func:`~sesame_db.ratelimit.auditing` says, which keeps
+    repeated rejections from filling the audit trail.
 
     """
     logger.debug(exc.message, *exc.log_args)
@@ -648,7 +683,7 @@ def reject(
         token_id=exc.token_id,
         scope=scope,
     )
-    if exc.token_id is None or not conf.AUDIT or not is_installed():
+    if exc.token_id is None or not audit or not conf.AUDIT or not is_installed():
         send()
         return
     IssuedToken, TokenEvent = get_models()
@@ -668,13 +703,18 @@ def reject(
 
 
 async def areject(
-    exc: InvalidToken, *, request: HttpRequest | None, scope: str, sender: type
+    exc: InvalidToken,
+    *,
+    request: HttpRequest | None,
+    scope: str,
+    sender: type,
+    audit: bool = True,
 ) -> None:
     """See :func:`reject`; only a rejection with an audit event needs a thread."""
-    if exc.token_id is not None and conf.AUDIT:
+    if exc.token_id is not None and audit and conf.AUDIT:
         await sync_to_async(reject)(exc, request=request, scope=scope, sender=sender)
     else:
-        reject(exc, request=request, scope=scope, sender=sender)
+        reject(exc, request=request, scope=scope, sender=sender, audit=audit)
 
 
 def accept(

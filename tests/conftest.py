@@ -43,3 +43,16 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _clear_caches():
+    # Rate limit counters and the collapsing of repeated rejections in the
+    # audit trail live in the cache: start each test without them.
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    for alias in settings.CACHES:
+        cache = caches[alias]
+        if isinstance(cache, LocMemCache):
+            cache.clear()

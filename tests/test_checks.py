@@ -483,8 +483,9 @@ class TestCheckStoreSettings(SimpleTestCase):
         )
 
     @override_settings(SESAME_RATE_LIMIT_CACHE="ratelimit", CACHES={"default": LOCMEM})
-    def test_e010_not_triggered_without_rate_limit(self):
-        self.assertEqual(check_store_settings(), [])
+    def test_e010_without_rate_limit(self):
+        # The cache counts repeated rejections for the audit trail too.
+        self.assertEqual(ids(check_store_settings()), ["sesame_db.E010"])
 
     @override_settings(
         SESAME_RATE_LIMIT={"failures": 10, "period": 60},
@@ -494,6 +495,42 @@ class TestCheckStoreSettings(SimpleTestCase):
         warnings = check_store_settings()
         self.assertEqual(ids(warnings), ["sesame_db.W005"])
         self.assertFalse(warnings[0].is_serious())
+
+    def test_w006_cache_without_atomic_incr(self):
+        for backend in [
+            "django.core.cache.backends.filebased.FileBasedCache",
+            "django.core.cache.backends.db.DatabaseCache",
+        ]:
+            with (
+                self.subTest(backend=backend),
+                override_settings(
+                    SESAME_RATE_LIMIT={"failures": 10, "period": 60},
+                    CACHES={"default": {"BACKEND": backend, "LOCATION": "x"}},
+                ),
+            ):
+                warnings = check_store_settings()
+                self.assertEqual(ids(warnings), ["sesame_db.W006"])
+                self.assertEqual(
+                    warnings[0].msg,
+                    "SESAME_RATE_LIMIT counts failures in the cache 'default', whose incr() isn't atomic: "
+                    "concurrent failures can go over the limit, and each one restarts the period.",
+                )
+
+    def test_w006_not_triggered(self):
+        for backend in [
+            "django.core.cache.backends.locmem.LocMemCache",
+            "django.core.cache.backends.redis.RedisCache",
+            "django.core.cache.backends.memcached.PyMemcacheCache",
+            "no.such.Cache",
+        ]:
+            with (
+                self.subTest(backend=backend),
+                override_settings(
+                    SESAME_RATE_LIMIT={"failures": 10, "period": 60},
+                    CACHES={"default": {"BACKEND": backend}},
+                ),
+            ):
+                self.assertEqual(check_store_settings(), [])
 
 
 class TestCheckMigrations(TestCase):
@@ -597,3 +634,15 @@ class TestCheckStoreCommand(SimpleTestCase):
     )
     def test_w005(self):
         self.assertIn("sesame_db.W005", run_check_command())
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60},
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                "LOCATION": "/nonexistent/sesame-db-check",
+            }
+        },
+    )
+    def test_w006(self):
+        self.assertIn("sesame_db.W006", run_check_command())

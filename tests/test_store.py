@@ -974,6 +974,39 @@ class ClientIPTests(SimpleTestCase):
         self.assertIsNone(self.ip(remote_addr=""))
         self.assertIsNone(self.ip(remote_addr=None))
 
+    def test_unknown_address_is_logged_once_per_process(self):
+        self.addCleanup(setattr, store, "_unknown_address_logged", False)
+        store._unknown_address_logged = False
+        with self.assertLogs("sesame_db", "DEBUG") as logs:
+            self.ip(remote_addr="")
+            self.ip(remote_addr="garbage\nforged log line")
+            self.ip()
+        [first, second] = logs.records
+        self.assertEqual(first.levelname, "WARNING")
+        self.assertEqual(
+            first.getMessage(),
+            "Unknown client address in REMOTE_ADDR: ''. The audit trail records no "
+            "address, and SESAME_RATE_LIMIT counts every such client together. "
+            "Behind a reverse proxy, set SESAME_TRUSTED_PROXIES to the number of "
+            "proxies that append to X-Forwarded-For. Logged once per process.",
+        )
+        self.assertEqual(second.levelname, "DEBUG")
+        self.assertEqual(
+            second.getMessage(),
+            "Unknown client address in REMOTE_ADDR: 'garbage\\nforged log line'",
+        )
+
+    @override_settings(SESAME_TRUSTED_PROXIES=1)
+    def test_unknown_forwarded_address_is_logged(self):
+        self.addCleanup(setattr, store, "_unknown_address_logged", False)
+        store._unknown_address_logged = False
+        with self.assertLogs("sesame_db", "WARNING") as logs:
+            self.ip("203.0.113.1, " + "x" * 100)
+        self.assertIn(
+            f"Unknown client address in X-Forwarded-For: '{'x' * 64}'.",
+            logs.output[0],
+        )
+
     @override_settings(SESAME_TRUSTED_PROXIES=1)
     def test_ipv6_is_normalized(self):
         self.assertEqual(self.ip("2001:DB8:0:0::1"), "2001:db8::1")
@@ -1087,7 +1120,8 @@ class MaxAgeTests(CreateUserMixin, TestCase):
                 "reason", flat=True
             )
         )
-        self.assertEqual(reasons, ["expired"] * 3)
+        # Repeated rejections for one reason are recorded once per window.
+        self.assertEqual(reasons, ["expired"])
         record.refresh_from_db()
         self.assertEqual(record.use_count, 2)
 
