@@ -23,7 +23,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connections, router, transaction
-from django.db.models import Exists, Field, ForeignKey, Model, OuterRef, Subquery
+from django.db.models import Exists, Field, ForeignKey, Model, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.db.models.manager import BaseManager
 from django.dispatch import receiver
@@ -318,7 +318,8 @@ class _Select:
     def visible_sql(self, db: str) -> tuple[str, tuple[Any, ...]]:
         """Compile ``EXISTS`` (the user is among the default manager's), correlated to the outer query."""
         queryset = self.user_model._default_manager.db_manager(db).get_queryset()
-        query = queryset.filter(pk=self.user_pk).query.exists()
+        query = queryset.query.exists(limit=False)
+        query.add_q(Q(pk=self.user_pk))
         sql, params = query.get_compiler(db, elide_empty=False).as_sql()
         return f"EXISTS ({sql})", tuple(params)
 

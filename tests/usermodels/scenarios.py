@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import time_machine
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import TestCase, override_settings
@@ -127,6 +128,9 @@ class Scenarios(AsyncNumQueriesMixin, _TestCase):
         )
 
     def test_database(self):
+        # The subprocesses run on the database of the parent's run.
+        vendor = "postgresql" if settings.TEST_DB == "postgresql" else "sqlite"
+        self.assertEqual(connections[self.db].vendor, vendor)
         self.assertEqual(get_user_model()._meta.label, self.shape.user_model)
         self.assertEqual(self.user._state.db, self.db)
         token, record = issue_token(self.user)
