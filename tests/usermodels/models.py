@@ -80,3 +80,9 @@ class SoftDeleteUser(AbstractBaseUser):
 
     def __str__(self):
         return self.username
+
+
+class SoftDeleteChildUser(SoftDeleteUser):
+    """A soft-delete user model with multi-table inheritance: the manager's condition is on the parent's table."""
+
+    nickname = models.CharField(max_length=50, blank=True)

@@ -63,6 +63,11 @@ SHAPES = {
         PACKERS + "LongPacker",
         hides_users=True,
     ),
+    "soft delete manager, multi-table inheritance": Shape(
+        {"AUTH_USER_MODEL": "usermodels.SoftDeleteChildUser"},
+        PACKERS + "LongPacker",
+        hides_users=True,
+    ),
     "users on another database": Shape(
         {"DATABASE_ROUTERS": ["tests.routers.UsersElsewhereRouter"]},
         PACKERS + "LongPacker",
