@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import update_last_login as django_update_last_login
 from django.contrib.auth.signals import user_logged_in
+from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -206,7 +207,14 @@ class SesameBackendMixin:
     def _one_time_update(user: AbstractBaseUser) -> tuple[Any, datetime.datetime]:
         # The update succeeds only if last_login is still the value that the
         # token was verified against: a compare-and-set.
-        manager = type(user)._default_manager
+        model: type[Model] = type(user)
+        # With multi-table inheritance, last_login may be in a parent's
+        # table. Update that table: through the child, the ORM would select
+        # the matching keys, then update them without the condition.
+        owner = model._meta.get_field("last_login").model
+        if owner._meta.concrete_model is not model._meta.concrete_model:
+            model = owner
+        manager = model._default_manager
         return manager.filter(pk=user.pk, last_login=user.last_login), timezone.now()
 
     def _consume(self, user: AbstractBaseUser) -> bool:

@@ -23,7 +23,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connections, router, transaction
-from django.db.models import Field, ForeignKey, Model, Subquery
+from django.db.models import Exists, Field, ForeignKey, Model, OuterRef, Q, Subquery
+from django.db.models.expressions import RawSQL
+from django.db.models.manager import BaseManager
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
@@ -282,6 +284,14 @@ def _classify(record: IssuedToken, now: datetime.datetime) -> Reason | None:
     return None
 
 
+def _hides_users(User: type[Model]) -> bool:
+    # A default manager that overrides get_queryset() may hide users (soft
+    # deletion). Its condition may change with time or context (the current
+    # tenant), so it's compiled on each use rather than with the SQL.
+    manager = User._default_manager
+    return type(manager).get_queryset is not BaseManager.get_queryset
+
+
 class _Select:
     """A prebuilt ``SELECT`` of a token joined to its user, with the converters of each column."""
 
@@ -300,10 +310,13 @@ class _Select:
 
         self.token_model = IssuedToken
         self.user_model = User
+        self.hides_users = _hides_users(User)
         # With multi-table inheritance, user fields span several tables:
-        # leave those models to the ORM.
+        # leave those models to the ORM. Proxy models share their table.
         self.sql: str | None = None
-        if User._meta.parents:
+        concrete = User._meta.concrete_model
+        assert concrete is not None
+        if concrete._meta.parents:
             return
         self.token_fields: list[Field[Any, Any]] = list(
             IssuedToken._meta.concrete_fields
@@ -312,11 +325,16 @@ class _Select:
         columns = [column("t", f) for f in self.token_fields] + [
             column("u", f) for f in self.user_fields
         ]
-        self.sql = (
-            f"SELECT {', '.join(columns)} FROM {table(IssuedToken)} t "
+        self.sql_select = f"SELECT {', '.join(columns)}"
+        self.sql_from = (
+            f" FROM {table(IssuedToken)} t "
             f"INNER JOIN {table(User)} u ON {column('u', user_field.target_field)} = {column('t', user_field)} "
             f"WHERE {column('t', IssuedToken._meta.pk)} = %s"
         )
+        self.sql = self.sql_select + self.sql_from
+        # The user's key in the outer query, for the default manager's
+        # subquery, when it may hide users.
+        self.user_pk = RawSQL(column("u", User._meta.pk), ())
         # What the ORM would apply to each value: backend and field converters.
         self.converters: list[tuple[int, list[Callable[..., Any]], Any]] = []
         for index, field in enumerate(self.token_fields + self.user_fields):
@@ -329,6 +347,14 @@ class _Select:
                 self.converters.append((index, functions, col))
         self.token_attnames = [f.attname for f in self.token_fields]
         self.user_attnames = [f.attname for f in self.user_fields]
+
+    def visible_sql(self, db: str) -> tuple[str, tuple[Any, ...]]:
+        """Compile ``EXISTS`` (the user is among the default manager's), correlated to the outer query."""
+        queryset = self.user_model._default_manager.db_manager(db).get_queryset()
+        query = queryset.query.exists(limit=False)
+        query.add_q(Q(pk=self.user_pk))
+        sql, params = query.get_compiler(db, elide_empty=False).as_sql()
+        return f"EXISTS ({sql})", tuple(params)
 
 
 @functools.cache
@@ -344,6 +370,14 @@ def clear_sql(*, setting: str, **kwargs: Any) -> None:
         _consume_statements.cache_clear()
 
 
+def _hidden_user(pk: int) -> InvalidToken:
+    # Like a stateless token whose user the default manager doesn't find.
+    reason = Reason.UNKNOWN_USER
+    return InvalidToken(
+        reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
+    )
+
+
 def _fetch(db: str, pk: int) -> IssuedToken | None:
     """
     Load token ``pk`` and its user in one query, or return :obj:`None`.
@@ -351,24 +385,47 @@ def _fetch(db: str, pk: int) -> IssuedToken | None:
     This equals ``select_related("user").get(pk=pk)``, without compiling the
     query on every use: it's the hot path of every use.
 
+    The user is loaded as the user model's default manager would, like a
+    stateless token's: if that manager hides the user (soft deletion), raise
+    :exc:`~sesame_db.exceptions.InvalidToken` with
+    :attr:`~sesame_db.exceptions.Reason.UNKNOWN_USER`. Only its condition is
+    compiled on each use, still in the same query.
+
     """
     select = _select(db)
     if select.sql is None:
         queryset = select.token_model._default_manager.using(db).select_related("user")
-        return queryset.filter(pk=pk).first()
+        if select.hides_users:
+            users = select.user_model._default_manager.db_manager(db).get_queryset()
+            queryset = queryset.annotate(
+                sesame_db_visible=Exists(users.filter(pk=OuterRef("user_id")))
+            )
+        record = queryset.filter(pk=pk).first()
+        if record is not None and not getattr(record, "sesame_db_visible", True):
+            raise _hidden_user(pk)
+        return record
+    sql, params = select.sql, [pk]
+    if select.hides_users:
+        visible, visible_params = select.visible_sql(db)
+        sql = f"{select.sql_select}, {visible}{select.sql_from}"
+        params = [*visible_params, pk]
     connection = connections[db]
     with connection.cursor() as cursor:
-        cursor.execute(select.sql, [pk])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
+    if select.hides_users and not row[-1]:
+        raise _hidden_user(pk)
     values = list(row)
     for index, functions, column in select.converters:
         for function in functions:
             values[index] = function(values[index], column, connection)
     split = len(select.token_attnames)
     record = select.token_model.from_db(db, select.token_attnames, values[:split])
-    user = select.user_model.from_db(db, select.user_attnames, values[split:])
+    user = select.user_model.from_db(
+        db, select.user_attnames, values[split : split + len(select.user_attnames)]
+    )
     record.user = user  # type: ignore[assignment]
     return record
 

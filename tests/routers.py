@@ -19,3 +19,22 @@ class StoreOnDefaultRouter:
 
     def allow_migrate(self, db, app_label, **hints):
         return db == "default" if app_label == "sesame_db" else None
+
+
+class UsersElsewhereRouter:
+    """Keep users and the store on the "other" database, as a project with a separate users database would."""
+
+    apps = {"auth", "sesame_db"}
+
+    def db_for_read(self, model, **hints):
+        return "other" if model._meta.app_label in self.apps else None
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, obj1, obj2, **hints):
+        if {obj1._meta.app_label, obj2._meta.app_label} <= self.apps:
+            return True
+        return None
+
+    def allow_migrate(self, db, app_label, **hints):
+        return db == "other" if app_label in self.apps else None

@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "sesame_db",
     "tests",
+    "tests.usermodels",
 ]
 
 MIDDLEWARE = [
