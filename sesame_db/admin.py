@@ -783,6 +783,7 @@ class IssuedTokenAdmin(_LinkColumns, _ModelAdmin):
                 issued_by=request.user,  # type: ignore[arg-type]
                 request=request,
             )
+            record.user = data["user"]  # named in the history's object_repr
             self.log_addition(request, record, [{"added": {}}])
             context.update(
                 {
@@ -1041,7 +1042,8 @@ class IssuedTokenInline(_LinkColumns, _TabularInline):
     max_shown = 20
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).select_related("issued_by")
+        # Each row shows the link's str(), which names its user.
+        return super().get_queryset(request).select_related("user", "issued_by")
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)
