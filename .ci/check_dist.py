@@ -35,6 +35,7 @@ WHEEL_REQUIRED = [
     "sesame_db/templates/sesame_db/admin/issued.html",
     "sesame_db/templatetags/sesame_db_admin.py",
     "sesame_db/static/sesame_db/admin/copy_link.js",
+    "sesame_db/locale/fr/LC_MESSAGES/django.mo",
 ]
 
 # Path prefixes that must not be in the wheel.
