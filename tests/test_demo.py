@@ -43,7 +43,7 @@ class Demo:
     @property
     def links(self) -> list[str]:
         """The URLs that the demo printed, before runserver's banner."""
-        urls = []
+        urls: list[str] = []
         for line in self.lines:
             if line.startswith("Or request a link"):
                 return [*urls, *URL_RE.findall(line)]
