@@ -37,12 +37,12 @@ from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.timezone import template_localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -275,7 +275,9 @@ def _short_datetime(value: datetime.datetime | None) -> str:
     # cells are nowrap) and widens the list past 1280 px.
     if value is None:
         return "-"
-    return date_format(template_localtime(value), "SHORT_DATETIME_FORMAT")
+    if timezone.is_aware(value):
+        value = timezone.localtime(value)
+    return date_format(value, "SHORT_DATETIME_FORMAT")
 
 
 # Forms.
