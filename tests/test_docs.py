@@ -13,9 +13,11 @@ import textwrap
 import types
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import admin
-from django.db import transaction
+from django.db import models, transaction
 from django.test import RequestFactory, SimpleTestCase, TestCase, override_settings
+from django.test.utils import isolate_apps
 
 from sesame_db.conf import DEFAULTS
 from sesame_db.utils import issue_token
@@ -140,8 +142,7 @@ class SnippetTests(CreateUserMixin, TestCase):
         _, self.issued = issue_token(self.user, "report:42")
 
     def context(self):
-        from tests.docs_project.models import Document, Report
-
+        Document, Report = self.models.Document, self.models.Report
         user, partner, issued = self.user, self.partner, self.issued
         request = RequestFactory().get("/")
         request.user = user
@@ -174,7 +175,36 @@ class SnippetTests(CreateUserMixin, TestCase):
             setattr(importlib.import_module(PROJECT), name, module)
         return modules[name]
 
+    @isolate_apps("tests")
     def test_snippets(self):
+        # The project's models, in a registry of their own: no table, and
+        # nothing left behind for the other tests (a cascade from the user
+        # model would look for their tables).
+        class Report(models.Model):
+            title = models.CharField(max_length=100)
+
+            class Meta:
+                app_label = "tests"
+
+            def __str__(self):
+                return self.title
+
+        class Document(models.Model):
+            owner = models.ForeignKey(
+                settings.AUTH_USER_MODEL, on_delete=models.CASCADE
+            )
+            title = models.CharField(max_length=100)
+
+            class Meta:
+                app_label = "tests"
+
+            def __str__(self):
+                return self.title
+
+        self.models = types.ModuleType(f"{PROJECT}.models")
+        self.models.__dict__.update(Report=Report, Document=Document)
+        sys.modules[self.models.__name__] = self.models
+        self.addCleanup(sys.modules.pop, self.models.__name__, None)
         # The admin snippets register a user admin on the default site:
         # restore it for the other tests.
         registry = dict(admin.site._registry)
