@@ -49,6 +49,7 @@ WHEEL_REQUIRED = [
     "sesame_db/templates/sesame_db/admin/issued.html",
     "sesame_db/templatetags/sesame_db_admin.py",
     "sesame_db/static/sesame_db/admin/copy_link.js",
+    "sesame_db/locale/fr/LC_MESSAGES/django.mo",
 ]
 
 # Files of the wheel's package that the build may create, so that they aren't in the sdist

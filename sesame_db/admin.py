@@ -37,7 +37,9 @@ from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
+from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -268,6 +270,16 @@ def _user_or_id(user: Model | None, user_id: Any) -> str:
     return ""
 
 
+def _short_datetime(value: datetime.datetime | None) -> str:
+    # The admin's default, "Dec. 11, 2026, 5:07 p.m.", doesn't wrap (its
+    # cells are nowrap) and widens the list past 1280 px.
+    if value is None:
+        return "-"
+    if timezone.is_aware(value):
+        value = timezone.localtime(value)
+    return date_format(value, "SHORT_DATETIME_FORMAT")
+
+
 # Forms.
 
 
@@ -439,18 +451,18 @@ class IssuedTokenAdmin(_LinkColumns, _ModelAdmin):
 
     """
 
+    # Few and narrow columns, so that the list fits a 1280 px window with
+    # the navigation sidebar open (tests/browser/test_admin_layout.py); the
+    # last use and the issuer are on each link's page.
     list_display = [
         "user",
-        "scope",
-        "label",
+        "scope_and_label",
         "status_badge",
         "uses",
-        "expires_at",
-        "last_used_at",
-        "issued_by",
-        "created",
+        "expires",
+        "issued",
     ]
-    list_display_links = ["user", "scope"]
+    list_display_links = ["user", "scope_and_label"]
     list_select_related = ["user", "issued_by"]
     list_filter = [
         StatusFilter,
@@ -460,7 +472,7 @@ class IssuedTokenAdmin(_LinkColumns, _ModelAdmin):
     date_hierarchy = "created"
     ordering = ["-created"]
     # Columns with an index; sorting on others would sort the whole table.
-    sortable_by = ["user", "scope", "expires_at", "issued_by", "created"]
+    sortable_by = ["user", "scope_and_label", "expires", "issued"]
     show_full_result_count = False
     # Counts per filter choice would read every row.
     show_facets = admin.ShowFacets.NEVER
@@ -480,6 +492,27 @@ class IssuedTokenAdmin(_LinkColumns, _ModelAdmin):
             {"fields": ["issued_by", "revoked_at", "revoked_by", "revoke_reason"]},
         ),
     ]
+
+    @admin.display(description=_("scope and label"), ordering="scope")
+    def scope_and_label(self, obj: IssuedToken) -> str:
+        """Show the scope, or "default scope", with the label below it."""
+        return format_html(
+            '<span class="sesame-db-scope">{}</span>{}',
+            obj.scope or gettext("default scope"),
+            format_html('<br><span class="sesame-db-label">{}</span>', obj.label)
+            if obj.label
+            else "",
+        )
+
+    @admin.display(description=_("expires at"), ordering="expires_at")
+    def expires(self, obj: IssuedToken) -> str:
+        """Show the expiry in the short format, which wraps onto two lines."""
+        return _short_datetime(obj.expires_at)
+
+    @admin.display(description=_("created"), ordering="created")
+    def issued(self, obj: IssuedToken) -> str:
+        """Show the creation time in the short format."""
+        return _short_datetime(obj.created)
 
     # Permissions.
 
@@ -783,6 +816,7 @@ class IssuedTokenAdmin(_LinkColumns, _ModelAdmin):
                 issued_by=request.user,  # type: ignore[arg-type]
                 request=request,
             )
+            record.user = data["user"]  # named in the history's object_repr
             self.log_addition(request, record, [{"added": {}}])
             context.update(
                 {
@@ -1041,7 +1075,8 @@ class IssuedTokenInline(_LinkColumns, _TabularInline):
     max_shown = 20
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).select_related("issued_by")
+        # Each row shows the link's str(), which names its user.
+        return super().get_queryset(request).select_related("user", "issued_by")
 
     def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
         formset = super().get_formset(request, obj, **kwargs)

@@ -104,8 +104,29 @@ class IssuedToken(TimeStampedModel):
         ]
 
     def __str__(self) -> str:
-        scope = self.scope or _("default scope")
-        return f"#{self.pk} {self.user_id} {scope}"
+        """
+        Show the id, the user and the scope: ``Link #1 for alice (report:1)``.
+
+        The user is named by their username (:attr:`USERNAME_FIELD`) when it
+        is loaded, as the admin does with ``select_related("user")``, and by
+        their primary key otherwise (``Link #1 for user #5``): this never
+        runs a query, so that listing links costs no query per row. It never
+        shows a secret; the admin's history keeps it.
+
+        """
+        if self.user_id is None:
+            user = "?"
+        elif IssuedToken.user.is_cached(self):
+            user = self.user.get_username()
+        else:
+            user = _("user #%(pk)s") % {"pk": self.user_id}
+        if self.scope:
+            return _("Link #%(pk)s for %(user)s (%(scope)s)") % {
+                "pk": self.pk,
+                "user": user,
+                "scope": self.scope,
+            }
+        return _("Link #%(pk)s for %(user)s") % {"pk": self.pk, "user": user}
 
     @property
     def status(self) -> IssuedToken.Status:

@@ -822,13 +822,13 @@ def revoke_queryset(
         batch = pending if last_pk is None else pending.filter(pk__gt=last_pk)
         with transaction.atomic(using=db):
             rows = list(
-                batch.select_for_update(of=("self",)).values_list("pk", "user_id")[
-                    :BATCH_SIZE
-                ]
+                batch.select_for_update(of=("self",)).values_list(
+                    "pk", "user_id", "scope"
+                )[:BATCH_SIZE]
             )
             if not rows:
                 break
-            ids = [pk for pk, _ in rows]
+            ids = [pk for pk, _, _ in rows]
             now = timezone.now()
             revoked = (
                 IssuedToken._default_manager.using(db)
@@ -849,10 +849,11 @@ def revoke_queryset(
                             token_id=pk,
                             user_id=user_id,
                             actor_id=_pk(by),
+                            scope=scope,
                             detail=reason,
                             **info,
                         )
-                        for pk, user_id in rows
+                        for pk, user_id, scope in rows
                     ]
                 )
             transaction.on_commit(

@@ -336,6 +336,18 @@ class TestAuthenticate(
         self.assertUser(response, "john")
         self.assertEqual(request.user, self.user)
 
+    # A logged-in user without a token (docs/quickstart.rst).
+
+    def test_logged_in_user_without_token_is_forbidden(self):
+        self.client.force_login(self.user)
+        response = self.client.get("/decorated/")
+        self.assertEqual(response.status_code, 403)
+
+    def test_no_override_lets_logged_in_user_in_without_token(self):
+        self.client.force_login(self.user)
+        response = self.client.get("/no-override/")
+        self.assertUser(response, "john")
+
     # override=False
 
     def test_no_override_keeps_logged_in_user(self):

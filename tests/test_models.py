@@ -83,19 +83,39 @@ class StatusTests(CreateUserMixin, TestCase):
 
 
 class StrTests(CreateUserMixin, TestCase):
-    def test_str_shows_id_and_scope_but_not_the_token(self):
+    def test_str_shows_id_user_and_scope_but_not_the_token(self):
         token, record = issue_token(self.user, scope="report:42", label="Q3 report")
+        record = IssuedToken.objects.select_related("user").get(pk=record.pk)
         text = str(record)
-        self.assertIn(f"#{record.pk}", text)
-        self.assertIn("report:42", text)
+        self.assertEqual(text, f"Link #{record.pk} for john (report:42)")
         self.assertNotIn(token, text)
         self.assertNotIn(token[1:], text)
         self.assertNotIn(token[1:9], text)
 
-    def test_str_default_scope(self):
+    def test_str_without_scope(self):
         token, record = issue_token(self.user)
-        self.assertIn("default scope", str(record))
+        record.user = self.user
+        self.assertEqual(str(record), f"Link #{record.pk} for john")
         self.assertNotIn(token[1:9], str(record))
+
+    def test_str_of_a_link_loaded_with_its_user_costs_no_query(self):
+        _, record = issue_token(self.create_user("alice"), scope="report:1")
+        loaded = IssuedToken.objects.select_related("user").get(pk=record.pk)
+        with self.assertNumQueries(0):
+            self.assertEqual(str(loaded), f"Link #{record.pk} for alice (report:1)")
+
+    def test_str_doesnt_load_the_user(self):
+        # A list of links must not cost a query per row to show them, as in
+        # the delete confirmation of a user with many links.
+        _, record = issue_token(self.user, scope="report:1")
+        loaded = IssuedToken.objects.get(pk=record.pk)
+        with self.assertNumQueries(0):
+            self.assertEqual(
+                str(loaded), f"Link #{record.pk} for user #{self.user.pk} (report:1)"
+            )
+
+    def test_str_of_an_unsaved_link_without_user(self):
+        self.assertEqual(str(IssuedToken(scope="x")), "Link #None for ? (x)")
 
     def test_event_str(self):
         token, record = issue_token(self.user)

@@ -91,6 +91,25 @@ class RevokeCommandTests(CreateUserMixin, TestCase):
             (record.pk, None, "sent to the wrong person"),
         )
 
+    def test_revocation_events_record_the_scope_of_their_link(self):
+        _, scoped = issue_token(self.user, scope="report:42")
+        self.revoke("--scope", "report:42")
+        self.revoke("--id", str(self.john_a[1].pk))
+        events = TokenEvent.objects.filter(kind="revoked")
+        self.assertEqual(
+            {(e.token_id, e.scope) for e in events},
+            {(scoped.pk, "report:42"), (self.john_a[1].pk, self.john_a[1].scope)},
+        )
+        # Filtering the audit by scope finds the revocation with the issue.
+        self.assertEqual(
+            sorted(
+                TokenEvent.objects.filter(scope="report:42").values_list(
+                    "kind", flat=True
+                )
+            ),
+            ["issued", "revoked"],
+        )
+
     def test_already_revoked(self):
         _, record = self.john_a
         record.revoke(reason="first")

@@ -475,6 +475,18 @@ class QueryBudgetTests(CreateUserMixin, TestCase):
         with self.assertNumQueries(self.WRONG_SCOPE_QUERIES):
             self.assertIsNone(get_user(token, "b"))
 
+    def test_events_scope(self):
+        # docs/howto.rst: each event of a link records its scope, except a
+        # rejection, which records the scope that was requested.
+        token, record = issue_token(self.user, "a")
+        self.assertEqual(get_user(token, "a"), self.user)
+        self.assertIsNone(get_user(token, "b"))
+        record.revoke()
+        self.assertEqual(
+            list(record.events.order_by("pk").values_list("kind", "scope")),
+            [("issued", "a"), ("used", "a"), ("rejected", "b"), ("revoked", "a")],
+        )
+
     @override_settings(SESAME_AUDIT=False)
     def test_wrong_scope_without_audit(self):
         token, _ = issue_token(self.user, "a")

@@ -5,6 +5,7 @@ Environment variables switch it to a production-like setup for the load test
 (tests/benchmarks/load.py); unset, as with ``make demo``, nothing changes:
 
 - ``DEMO_DEBUG=0`` turns DEBUG off;
+- ``DEMO_SQLITE_PATH`` moves the SQLite database (the smoke test, tests/test_demo.py);
 - ``DEMO_PGHOST`` (with ``DEMO_PGPORT``, ``DEMO_PGDATABASE``, ``DEMO_PGUSER``,
   ``DEMO_PGPASSWORD``) moves the database to PostgreSQL, with persistent
   connections (``DEMO_CONN_MAX_AGE`` seconds, 600 by default) and health checks,
@@ -73,7 +74,7 @@ TEMPLATES = [
 DATABASES: dict[str, dict[str, object]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        "NAME": os.environ.get("DEMO_SQLITE_PATH", BASE_DIR / "db.sqlite3"),
     }
 }
 if os.environ.get("DEMO_PGHOST"):
@@ -121,6 +122,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
+        "one_line_forbidden": {"()": "demo_site.log.OneLineForbidden"},
         "redact_tokens": {"()": "sesame_db.reporting.RedactTokenFilter"},
         "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
         "require_debug_true": {"()": "django.utils.log.RequireDebugTrue"},
@@ -152,6 +154,8 @@ LOGGING = {
         },
     },
     "loggers": {
+        # A refused link: one line, without the traceback of PermissionDenied.
+        "django.request": {"filters": ["one_line_forbidden"]},
         "sesame_db": {
             "handlers": ["console"],
             "level": os.environ.get("DEMO_SESAME_LOG_LEVEL", "DEBUG"),

@@ -39,16 +39,40 @@ class Command(BaseCommand):
                 user.is_staff = user.is_superuser = is_staff
                 user.save()
         demo = User._default_manager.get(username="demo")
+        staff = User._default_manager.get(username="staff")
         base = f"http://{addrport}"
-        self.stdout.write("sesame_db demo\n")
+        # Stored links first: they show up in the admin at once, with their
+        # uses and their audit trail.
+        login_link = get_query_string(
+            demo, store=True, max_age=3600, label="Demo login link", issued_by=staff
+        )
+        share_link = get_query_string(
+            demo,
+            scope="report:1",
+            store=True,
+            max_age=3600,
+            max_uses=5,
+            label="Share of Q3 sales",
+            issued_by=staff,
+        )
+        self.stdout.write("sesame_db demo\n\n")
         self.stdout.write(
-            "Users: demo / demo (regular), staff / staff (admin at /admin/)\n"
+            "Stored links, listed in the admin with their uses and events:\n"
         )
         self.stdout.write(
-            f"Log in as demo with this magic link:\n  {base}{reverse('login')}{get_query_string(demo)}\n"
+            f"  Log in as demo:\n    {base}{reverse('login')}{login_link}\n"
         )
         self.stdout.write(
-            f"Open report 1 only:\n  {base}{reverse('report', args=[1])}{get_query_string(demo, scope='report:1')}\n"
+            f"  Open report 1 only, 5 times at most:\n"
+            f"    {base}{reverse('report', args=[1])}{share_link}\n\n"
+        )
+        self.stdout.write(
+            f"Admin: {base}{reverse('admin:sesame_db_issuedtoken_changelist')}\n"
+            "  log in as staff / staff (demo / demo is a regular user)\n\n"
+        )
+        self.stdout.write(
+            f"A stateless link, which the admin doesn't list:\n"
+            f"    {base}{reverse('login')}{get_query_string(demo, store=False)}\n"
         )
         self.stdout.write(
             f"Or request a link by email at {base}{reverse('request-link')} (emails print here).\n"

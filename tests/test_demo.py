@@ -1,0 +1,176 @@
+"""
+Smoke test of the demo site: start it as ``make demo`` does, follow its links.
+
+The demo runs in a subprocess, on its own SQLite database in a temporary
+directory and a free loopback port, with Django's development server; the
+test talks to it over HTTP with :mod:`urllib`, as a browser would.
+
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MANAGE = REPO / "demo" / "manage.py"
+URL_RE = re.compile(r"http://\S+")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Demo:
+    def __init__(self, process: subprocess.Popen[str], lines: list[str]) -> None:
+        self.process = process
+        self.lines = lines
+
+    @property
+    def links(self) -> list[str]:
+        """The URLs that the demo printed, before runserver's banner."""
+        urls: list[str] = []
+        for line in self.lines:
+            if line.startswith("Or request a link"):
+                return [*urls, *URL_RE.findall(line)]
+            urls += URL_RE.findall(line)
+        raise AssertionError("".join(self.lines))
+
+
+@pytest.fixture
+def demo(tmp_path) -> Iterator[Demo]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DEMO_SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ["DJANGO_SETTINGS_MODULE", "DEMO_PGHOST", "DEMO_URLCONF"]:
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), "rundemo", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        assert process.stdout is not None
+        # The links come first, then runserver's banner.
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Quit the server"):
+                break
+        else:
+            pytest.fail("the demo stopped:\n" + "".join(lines))
+        # Wait until the server answers.
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield Demo(process, lines)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def browser() -> urllib.request.OpenerDirector:
+    """An HTTP client with its own cookies, like a browser."""
+    return urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+
+
+def get(opener: urllib.request.OpenerDirector, url: str) -> tuple[int, str, str]:
+    """GET ``url``, following redirects; return the status, the final URL and the page."""
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, response.url, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, url, error.read().decode()
+
+
+def log_in_to_the_admin(opener, base, username, password):
+    _, _, page = get(opener, f"{base}/admin/login/")
+    [csrf] = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    data = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": csrf,
+            "username": username,
+            "password": password,
+            "next": "/admin/",
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{base}/admin/login/", data=data, headers={"Referer": f"{base}/admin/login/"}
+    )
+    with opener.open(request, timeout=10) as response:
+        assert response.url == f"{base}/admin/", response.url
+
+
+def test_demo_leads_with_stored_links_that_the_admin_lists(demo):
+    output = "".join(demo.lines)
+    login, share, admin, stateless, request_link = demo.links
+    base = admin.split("/admin/")[0]
+    # The stored links come first, then the admin and the staff login.
+    assert output.index(login) < output.index(admin) < output.index(stateless)
+    assert "/login/?sesame=~" in login
+    assert "/reports/1/?sesame=~" in share
+    assert "staff / staff" in output
+
+    # The login link logs demo in and lands on the home page.
+    visitor = browser()
+    status, url, page = get(visitor, login)
+    assert (status, url) == (200, f"{base}/")
+    assert "demo" in page
+    # The share link opens report 1.
+    status, _, page = get(browser(), share)
+    assert status == 200
+    assert "Q3 sales" in page
+    # The stateless link works too.
+    assert get(browser(), stateless)[:2] == (200, f"{base}/")
+    assert get(browser(), request_link)[0] == 200
+
+    # Staff see both stored links in the admin, each used once.
+    staff = browser()
+    log_in_to_the_admin(staff, base, "staff", "staff")
+    status, _, page = get(staff, admin)
+    assert status == 200
+    assert "Demo login link" in page
+    assert "Share of Q3 sales" in page
+    assert page.count("1 / ∞") == 1  # the login link
+    assert page.count("1 / 5") == 1  # the share link
+
+
+def test_refused_link_is_one_line_in_the_console(demo):
+    login, share, *_ = demo.links
+    # The share link opens report 1 only.
+    status, _, _ = get(browser(), share.replace("/reports/1/", "/reports/2/"))
+    assert status == 403
+    # A tampered token.
+    status, _, _ = get(browser(), share[:-1] + ("A" if share[-1] != "A" else "B"))
+    assert status == 403
+    # Stop the server to read everything it logged.
+    demo.process.terminate()
+    _, stderr = demo.process.communicate(timeout=10)
+    assert "Traceback" not in stderr
+    assert stderr.count("Forbidden (Permission denied): /reports/2/") == 1
+    assert stderr.count("Forbidden (Permission denied): /reports/1/") == 1
+    assert "used in the wrong scope 'report:2'" in stderr
