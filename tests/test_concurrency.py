@@ -10,8 +10,9 @@ from django.db import connection
 from django.test import TransactionTestCase, override_settings
 
 from sesame_db import store
+from sesame_db.backends import SesameBackendMixin
 from sesame_db.models import IssuedToken, TokenEvent
-from sesame_db.utils import get_user, issue_token
+from sesame_db.utils import get_token, get_user, issue_token
 
 THREADS = 32
 
@@ -74,6 +75,24 @@ class ConcurrentRedemptionTests(TransactionTestCase):
 
     def test_five_time_link(self):
         self.assertExactUses(5)
+
+    @override_settings(SESAME_ONE_TIME=True)
+    def test_one_time_stateless_token(self):
+        # Every thread checks the token before any of them consumes it: the
+        # compare-and-set of last_login must let one use win.
+        token = get_token(self.user, store=False)
+        checked = threading.Barrier(THREADS)
+        consume = SesameBackendMixin._consume
+
+        def consume_after_all_checks(backend, user):
+            checked.wait(timeout=30)
+            return consume(backend, user)
+
+        with mock.patch.object(
+            SesameBackendMixin, "_consume", consume_after_all_checks
+        ):
+            accepted = self.redeem_concurrently(token)
+        self.assertEqual(len(accepted), 1)
 
     def test_revocation_during_redemptions(self):
         token, record = issue_token(self.user)
