@@ -79,7 +79,12 @@ DIRECTIVE_RE = re.compile(
 )
 NOT_EXECUTED_RE = re.compile(r"^[ \t]*\.\. not-executed: (?P<reason>\S.*)$")
 # A snippet that starts with "# views.py" belongs to that file of the project.
-FILE_RE = re.compile(r"^# (?:\w+/)?(?P<module>\w+)\.py\n")
+FILE_RE = re.compile(r"^# (?:(?P<package>\w+)/)?(?P<module>\w+)\.py\n")
+# The tutorial's project package, as startproject names it: its modules run as
+# "project_<name>" in the throwaway project, so that its urls.py doesn't mix
+# with the app's. The app, "myapp", is the throwaway project itself.
+PROJECT_PACKAGE = "mysite"
+APP_PACKAGE = "myapp"
 PROJECT = "tests.docs_project"
 
 
@@ -172,7 +177,11 @@ class SnippetTests(CreateUserMixin, TestCase):
             module.__package__ = PROJECT
             modules[name] = module
             sys.modules[module.__name__] = module
-            setattr(importlib.import_module(PROJECT), name, module)
+            package = importlib.import_module(PROJECT)
+            setattr(package, name, module)
+            # The app's modules, as the tutorial imports them: "myapp.urls".
+            sys.modules.setdefault(APP_PACKAGE, package)
+            sys.modules[f"{APP_PACKAGE}.{name}"] = module
         return modules[name]
 
     @isolate_apps("tests")
@@ -219,17 +228,24 @@ class SnippetTests(CreateUserMixin, TestCase):
             modules: dict[str, types.ModuleType] = {}
             try:
                 snippets = list(python_snippets(path.read_text()))
-                # A URLconf is imported after the views it names.
-                snippets.sort(key=lambda snippet: snippet[1].startswith("# urls.py"))
+                # A URLconf is imported after the views it names, and the
+                # project's after the app's, which it includes.
+                snippets.sort(
+                    key=lambda snippet: (
+                        bool(re.match(r"# (\w+/)?urls\.py", snippet[1])),
+                        snippet[1].startswith(f"# {PROJECT_PACKAGE}/"),
+                    )
+                )
                 for line, code, reason in snippets:
                     with self.subTest(snippet=f"{path.name}:{line}"):
                         if reason is not None:
                             continue
                         match = FILE_RE.match(code)
                         if match and match["module"] != "settings":
-                            namespace = self.project_module(
-                                match["module"], modules
-                            ).__dict__
+                            name = match["module"]
+                            if match["package"] == PROJECT_PACKAGE:
+                                name = f"project_{name}"
+                            namespace = self.project_module(name, modules).__dict__
                             namespace.update(
                                 {
                                     k: v
@@ -247,5 +263,7 @@ class SnippetTests(CreateUserMixin, TestCase):
             finally:
                 for name in modules:
                     sys.modules.pop(f"{PROJECT}.{name}", None)
+                    sys.modules.pop(f"{APP_PACKAGE}.{name}", None)
+                sys.modules.pop(APP_PACKAGE, None)
         # The snippets were found.
         self.assertGreater(executed, 30)
