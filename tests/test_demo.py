@@ -87,8 +87,10 @@ def demo(tmp_path) -> Iterator[Demo]:
                 time.sleep(0.1)
         yield Demo(process, lines)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.terminate()
+        # Read what's left and close the pipes.
+        process.communicate(timeout=10)
 
 
 def browser() -> urllib.request.OpenerDirector:
