@@ -45,11 +45,11 @@ test: $(VENV)/bin/tox
 	$(VENV)/bin/tox run -e $(TOXENV) $(TOX_FLAGS) $(TOX_ARGS)
 
 bench: $(VENV)/.bench-installed
-	$(VENV_PYTHON) -m tests.benchmarks.bench
+	$(VENV_PYTHON) -m benchmarks.bench
 
 # The load and soak test of the database store (docs/load.rst); needs Debian's postgresql package.
 load: $(VENV)/.load-installed
-	$(VENV_PYTHON) -m tests.benchmarks.load $(LOAD_ARGS)
+	$(VENV_PYTHON) -m benchmarks.load $(LOAD_ARGS)
 
 docs: $(VENV)/bin/tox
 	$(VENV)/bin/tox run -e docs

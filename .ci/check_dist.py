@@ -76,12 +76,23 @@ SDIST_REQUIRED = [
     "docs/conf.py",
     "docs/index.rst",
     "tests/settings.py",
+    "benchmarks/__init__.py",
+    "benchmarks/bench.py",
+    "benchmarks/load.py",
     "migrations_tests/settings.py",
     "demo/manage.py",
 ]
 
 # Directories of the repository that the sdist ships whole: every file git tracks there.
-SDIST_TREES = [".ci/", "demo/", "docs/", "migrations_tests/", "sesame_db/", "tests/"]
+SDIST_TREES = [
+    ".ci/",
+    "benchmarks/",
+    "demo/",
+    "docs/",
+    "migrations_tests/",
+    "sesame_db/",
+    "tests/",
+]
 
 # Path prefixes or fnmatch patterns that must not be in the sdist.
 SDIST_FORBIDDEN = [

@@ -10,7 +10,7 @@ The faults are real: PostgreSQL terminates the connection in the middle of
 the use-count update, a statement times out behind a row lock, the server
 restarts under concurrent requests. tests/test_unavailable.py checks every
 entry point against simulated driver errors, on every database;
-tests/benchmarks/load.py repeats the restart under load with gunicorn.
+benchmarks/load.py repeats the restart under load with gunicorn.
 
 """
 

@@ -2,7 +2,7 @@
 Settings of the sesame_db demo site: embedded SQLite, console email. Not for production.
 
 Environment variables switch it to a production-like setup for the load test
-(tests/benchmarks/load.py); unset, as with ``make demo``, nothing changes:
+(benchmarks/load.py); unset, as with ``make demo``, nothing changes:
 
 - ``DEMO_DEBUG=0`` turns DEBUG off;
 - ``DEMO_SQLITE_PATH`` moves the SQLite database (the smoke test, tests/test_demo.py);

@@ -1,7 +1,7 @@
 """
 URLs of the demo site under load: the demo's, and an async twin of its report view.
 
-:mod:`tests.benchmarks.load` points the demo's ``ROOT_URLCONF`` here with
+:mod:`benchmarks.load` points the demo's ``ROOT_URLCONF`` here with
 ``DEMO_URLCONF``. Under uvicorn it sends stored links to the async view, so
 that they go through the async path of sesame_db: the decorator's async
 wrapper, ``aget_user()``, ``aauthenticate()``. The demo's own views are sync,

@@ -3,7 +3,7 @@ Compare sesame_db with django-sesame 3.2 on the hot paths, and measure the datab
 
 Usage::
 
-    python -m tests.benchmarks.bench [--quick] [--db sqlite|postgresql|all]
+    python -m benchmarks.bench [--quick] [--db sqlite|postgresql|all]
 
 This script configures Django itself, creates throwaway databases with
 Django's test-database machinery, then prints:

@@ -3,7 +3,7 @@ Measure the admin of the database store on large tables, on PostgreSQL.
 
 Usage::
 
-    python -m tests.benchmarks.admin_bench [--rows N]
+    python -m benchmarks.admin_bench [--rows N]
 
 This script starts a throwaway PostgreSQL server (tests/postgres.py),
 configures Django itself, fills the tables with ``--rows`` issued links and

@@ -3,7 +3,7 @@ Load and soak the demo site with stored links, on PostgreSQL, under a multi-proc
 
 Usage::
 
-    python -m tests.benchmarks.load [--quick] [--server gunicorn|uvicorn|both]
+    python -m benchmarks.load [--quick] [--server gunicorn|uvicorn|both]
         [--duration SECONDS] [--requests N] [--concurrency N] [--workers N]
         [--links N] [--no-restart] [--seed N] [--json PATH]
 
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
     from tests.postgres import Cluster
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo"
 ARTIFACTS = ROOT / "artifacts"
 DATABASE = "sesame_load"
@@ -139,7 +139,7 @@ class Options:
 
 def parse_args(argv: Sequence[str] | None) -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.benchmarks.load",
+        prog="python -m benchmarks.load",
         description=(__doc__ or "").strip().split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -296,7 +296,7 @@ def site_environment(pg_port: int, server: str = "gunicorn") -> dict[str, str]:
         "DEMO_PGDATABASE": DATABASE,
         "DEMO_PGUSER": "postgres",
         "DEMO_SESAME_LOG_LEVEL": "WARNING",
-        "DEMO_URLCONF": "tests.benchmarks.load_site",
+        "DEMO_URLCONF": "benchmarks.load_site",
         # The checkout's sesame_db and demo_site, installed or not.
         "PYTHONPATH": os.pathsep.join([str(DEMO), str(ROOT)]),
     }
