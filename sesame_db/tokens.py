@@ -114,13 +114,25 @@ def decode_token(
     raise InvalidToken(Reason.MALFORMED, "Bad token: doesn't match a supported format")
 
 
-def _unknown_user(decoded: DecodedToken) -> InvalidToken:
-    return InvalidToken(
-        Reason.UNKNOWN_USER,
-        "Unknown or inactive user: %s = %r",
-        conf.PRIMARY_KEY_FIELD,
-        decoded.user_key,
-    )
+def verify_user(
+    decoded: DecodedToken, user: AbstractBaseUser | None, scope: str
+) -> AbstractBaseUser:
+    """
+    Return ``user``, loaded from the key of ``decoded``, if the token authenticates them in ``scope``.
+
+    Raise :exc:`~sesame_db.exceptions.InvalidToken` if there's no such user
+    or if the token isn't valid for them.
+
+    """
+    if user is None:
+        raise InvalidToken(
+            Reason.UNKNOWN_USER,
+            "Unknown or inactive user: %s = %r",
+            conf.PRIMARY_KEY_FIELD,
+            decoded.user_key,
+        )
+    decoded.verify(user, scope)
+    return user
 
 
 def parse_token(
@@ -139,11 +151,7 @@ def parse_token(
 
     """
     decoded = decode_token(token, max_age)
-    user = get_user(decoded.user_key)
-    if user is None:
-        raise _unknown_user(decoded)
-    decoded.verify(user, scope)
-    return user
+    return verify_user(decoded, get_user(decoded.user_key), scope)
 
 
 async def aparse_token(
@@ -154,8 +162,4 @@ async def aparse_token(
 ) -> AbstractBaseUser:
     """See :func:`parse_token`; ``aget_user`` is a coroutine function."""
     decoded = decode_token(token, max_age)
-    user = await aget_user(decoded.user_key)
-    if user is None:
-        raise _unknown_user(decoded)
-    decoded.verify(user, scope)
-    return user
+    return verify_user(decoded, await aget_user(decoded.user_key), scope)

@@ -349,9 +349,7 @@ def get_user(
     request, token = _split(request_or_token, token)
     try:
         return _check_user(request, token, scope, max_age, bool(update_last_login))
-    except InvalidToken as exc:
-        if exc.reason is Reason.RATE_LIMITED:
-            ratelimit.remember(request)
+    except InvalidToken:
         return None
 
 
@@ -369,9 +367,7 @@ async def aget_user(
         return await _acheck_user(
             request, token, scope, max_age, bool(update_last_login)
         )
-    except InvalidToken as exc:
-        if exc.reason is Reason.RATE_LIMITED:
-            ratelimit.remember(request)
+    except InvalidToken:
         return None
 
 
@@ -411,14 +407,19 @@ async def acheck_user(
     return await _acheck_user(request, token, scope, max_age, update_last_login)
 
 
-def _rejection(rejections: list[InvalidToken]) -> InvalidToken:
+def _rejection(
+    request: HttpRequest | None, rejections: list[InvalidToken]
+) -> InvalidToken:
     for exc in rejections:
         if exc.reason is Reason.RATE_LIMITED:
+            # For ratelimit.is_rate_limited(request), in views that run
+            # after a rejected token, such as with the middleware.
+            ratelimit.remember(request)
             return exc
     if rejections:
         return rejections[-1]
-    # No backend that checks tokens with sesame_db is configured.
-    return InvalidToken(Reason.MALFORMED, "Token not accepted by any backend")
+    # No backend that checks tokens with sesame_db accepted the credentials.
+    return InvalidToken(Reason.MALFORMED, "Bad token: no backend checked it")
 
 
 def _check_user(
@@ -438,7 +439,7 @@ def _check_user(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
         if user is None:
-            raise _rejection(rejections)
+            raise _rejection(request, rejections)
         if update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             user.save(update_fields=["last_login"])
@@ -460,7 +461,7 @@ async def _acheck_user(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
         if user is None:
-            raise _rejection(rejections)
+            raise _rejection(request, rejections)
         if update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             await user.asave(update_fields=["last_login"])

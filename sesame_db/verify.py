@@ -43,7 +43,7 @@ from django.utils import timezone
 from . import ratelimit, store
 from .conf import conf
 from .exceptions import InvalidToken, Reason
-from .tokens import DecodedToken, decode_token
+from .tokens import DecodedToken, decode_token, verify_user
 from .tokens_store import StoredClaims
 
 __all__ = [
@@ -136,15 +136,6 @@ def _stored_id(decoded: DecodedToken | StoredClaims) -> int | None:
     return decoded.record_id
 
 
-def _unknown_user(decoded: DecodedToken) -> InvalidToken:
-    return InvalidToken(
-        Reason.UNKNOWN_USER,
-        "Unknown or inactive user: %s = %r",
-        conf.PRIMARY_KEY_FIELD,
-        decoded.user_key,
-    )
-
-
 def _used_up(user: AbstractBaseUser) -> InvalidToken:
     return InvalidToken(
         Reason.USED_UP, "One-time token already used by user pk = %r", user.pk
@@ -185,10 +176,7 @@ def verify(
                     sender=sender,
                 )
                 return owner
-            user = get_user(decoded.user_key)
-            if user is None:
-                raise _unknown_user(decoded)
-            decoded.verify(user, scope)
+            user = verify_user(decoded, get_user(decoded.user_key), scope)
             if conf.ONE_TIME and not _consume(user):
                 raise _used_up(user)
     except InvalidToken as exc:
@@ -227,10 +215,7 @@ async def averify(
                     sender=sender,
                 )
                 return owner
-            user = await aget_user(decoded.user_key)
-            if user is None:
-                raise _unknown_user(decoded)
-            decoded.verify(user, scope)
+            user = verify_user(decoded, await aget_user(decoded.user_key), scope)
             if conf.ONE_TIME and not await _aconsume(user):
                 raise _used_up(user)
     except InvalidToken as exc:
