@@ -23,6 +23,7 @@ __all__ = [
     "TRY_AGAIN_LATER",
     "close_code",
     "is_rate_limited",
+    "rate_limited_response",
     "rejected_response",
     "unavailable_response",
 ]

@@ -25,8 +25,7 @@ from django.views.generic import View
 from .confirm import ALL_ALIASES, confirm_enabled, mark_view, needs_confirmation
 from .decorators import decorate
 from .exceptions import DatabaseUnavailable, InvalidToken
-from .ratelimit import rate_limited_response
-from .responses import is_rate_limited, unavailable_response
+from .responses import is_rate_limited, rate_limited_response, unavailable_response
 from .utils import check_user, database_unavailable
 
 __all__ = ["LoginView", "TokenAuthenticationMixin"]
