@@ -1,6 +1,9 @@
 """
 Authentication backends that accept sesame_db tokens.
 
+They adapt :mod:`sesame_db.verify`, where tokens are checked, to Django's
+authentication backend API.
+
 """
 
 from __future__ import annotations
@@ -13,64 +16,17 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import backends as auth_backends
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import update_last_login as django_update_last_login
-from django.contrib.auth.signals import user_logged_in
-from django.db.models import Model
 from django.http import HttpRequest
-from django.utils import timezone
 
-from . import ratelimit, store, tokens_store
+from . import verify
 from .conf import conf
-from .exceptions import InvalidToken, Reason
-from .tokens import aparse_token, parse_token
+from .exceptions import InvalidToken
+
+# Defined here before verify.py; SesameDbConfig.ready() imports it from here.
+from .verify import replace_update_last_login as replace_update_last_login
+from .verify import update_last_login as update_last_login
 
 __all__ = ["ModelBackend", "SesameBackendMixin"]
-
-
-def _used_up(user: AbstractBaseUser) -> InvalidToken:
-    return InvalidToken(
-        Reason.USED_UP, "One-time token already used by user pk = %r", user.pk
-    )
-
-
-def _check_installed() -> None:
-    if not store.is_installed():
-        raise InvalidToken(
-            Reason.MALFORMED,
-            "Bad token: stored tokens require 'sesame_db' in INSTALLED_APPS",
-        )
-
-
-# The MAC is checked before any query; the rate limit, if any, right after,
-# so that a client over the limit gets the same answer for any token. The
-# attempt is counted there, before the check, and given back if the token is
-# valid (ratelimit.pending).
-
-
-def _decode_stored(
-    token: str, scope: str, request: HttpRequest | None
-) -> tokens_store.StoredClaims:
-    _check_installed()
-    try:
-        claims = tokens_store.decode_token(token, scope, timezone.now())
-    except InvalidToken as exc:
-        ratelimit.check(request, exc.token_id)
-        raise
-    ratelimit.check(request, claims.record_id)
-    return claims
-
-
-async def _adecode_stored(
-    token: str, scope: str, request: HttpRequest | None
-) -> tokens_store.StoredClaims:
-    _check_installed()
-    try:
-        claims = tokens_store.decode_token(token, scope, timezone.now())
-    except InvalidToken as exc:
-        await ratelimit.acheck(request, exc.token_id)
-        raise
-    await ratelimit.acheck(request, claims.record_id)
-    return claims
 
 
 class SesameBackendMixin:
@@ -113,31 +69,17 @@ class SesameBackendMixin:
         if token is None:
             return None
         try:
-            if tokens_store.detect_token(token):
-                claims = _decode_stored(token, scope, request)
-                with ratelimit.pending(request, claims.record_id):
-                    user, _ = store.redeem(
-                        claims,
-                        scope=scope,
-                        max_age=max_age,
-                        request=request,
-                        can_authenticate=self._can_authenticate,
-                        sender=type(self),
-                    )
-                return user
-            ratelimit.check(request, None)
-            with ratelimit.pending(request, None):
-                user = parse_token(token, self.get_token_user, scope, max_age)
-                if conf.ONE_TIME and not self._consume(user):
-                    raise _used_up(user)
-        except InvalidToken as exc:
-            with ratelimit.auditing(request, exc, scope) as audit:
-                store.reject(
-                    exc, request=request, scope=scope, sender=type(self), audit=audit
-                )
+            return verify.verify(
+                token,
+                request=request,
+                scope=scope,
+                max_age=max_age,
+                get_user=self.get_token_user,
+                can_authenticate=self._can_authenticate,
+                sender=type(self),
+            )
+        except InvalidToken:
             return None
-        store.accept(user, request=request, scope=scope, sender=type(self))
-        return user
 
     async def aauthenticate(
         self,
@@ -153,34 +95,17 @@ class SesameBackendMixin:
         if token is None:
             return None
         try:
-            if tokens_store.detect_token(token):
-                claims = await _adecode_stored(token, scope, request)
-                async with ratelimit.apending(request, claims.record_id):
-                    # One thread hop for the whole redemption, rather than one
-                    # per query with the async ORM, whose methods are
-                    # sync_to_async wrappers of the same sync code.
-                    user, _ = await sync_to_async(store.redeem)(
-                        claims,
-                        scope=scope,
-                        max_age=max_age,
-                        request=request,
-                        can_authenticate=self._can_authenticate,
-                        sender=type(self),
-                    )
-                return user
-            await ratelimit.acheck(request, None)
-            async with ratelimit.apending(request, None):
-                user = await aparse_token(token, self.aget_token_user, scope, max_age)
-                if conf.ONE_TIME and not await self._aconsume(user):
-                    raise _used_up(user)
-        except InvalidToken as exc:
-            async with ratelimit.aauditing(request, exc, scope) as audit:
-                await store.areject(
-                    exc, request=request, scope=scope, sender=type(self), audit=audit
-                )
+            return await verify.averify(
+                token,
+                request=request,
+                scope=scope,
+                max_age=max_age,
+                aget_user=self.aget_token_user,
+                can_authenticate=self._can_authenticate,
+                sender=type(self),
+            )
+        except InvalidToken:
             return None
-        store.accept(user, request=request, scope=scope, sender=type(self))
-        return user
 
     def get_token_user(self, user_key: Any) -> AbstractBaseUser | None:
         """
@@ -202,79 +127,6 @@ class SesameBackendMixin:
         if can_authenticate is not None:
             return bool(can_authenticate(user))
         return getattr(user, "is_active", True) is not False
-
-    @staticmethod
-    def _one_time_update(user: AbstractBaseUser) -> tuple[Any, datetime.datetime]:
-        # The update succeeds only if last_login is still the value that the
-        # token was verified against: a compare-and-set.
-        model: type[Model] = type(user)
-        # With multi-table inheritance, last_login may be in a parent's
-        # table. Update that table: through the child, the ORM would select
-        # the matching keys, then update them without the condition.
-        owner = model._meta.get_field("last_login").model
-        if owner._meta.concrete_model is not model._meta.concrete_model:
-            model = owner
-        manager = model._default_manager
-        return manager.filter(pk=user.pk, last_login=user.last_login), timezone.now()
-
-    def _consume(self, user: AbstractBaseUser) -> bool:
-        queryset, now = self._one_time_update(user)
-        if queryset.update(last_login=now) == 0:
-            return False
-        _set_last_login(user, now)
-        return True
-
-    async def _aconsume(self, user: AbstractBaseUser) -> bool:
-        queryset, now = self._one_time_update(user)
-        if await queryset.aupdate(last_login=now) == 0:
-            return False
-        _set_last_login(user, now)
-        return True
-
-
-# Consuming a one-time token writes last_login = now, and login() would then
-# write it again: Django connects its update_last_login() receiver to
-# user_logged_in. That second UPDATE is one query more than django-sesame,
-# which doesn't consume tokens that login() will invalidate anyway, at the
-# cost of letting two concurrent uses both win. Here the compare-and-set
-# stays the single point of consumption, and SesameDbConfig.ready() swaps
-# Django's receiver for update_last_login() below, under the same
-# dispatch_uid: it skips the write for a user whose last_login this module
-# has just written, once, and calls Django's receiver for everyone else.
-# The mark is the value written, so a last_login changed in between is
-# written again. Without "sesame_db" in INSTALLED_APPS, ready() doesn't run
-# and login() writes last_login a second time: correct, one query more.
-_LAST_LOGIN_WRITTEN = "_sesame_db_last_login_written"
-
-
-def _set_last_login(user: AbstractBaseUser, now: datetime.datetime) -> None:
-    user.last_login = now
-    user.__dict__[_LAST_LOGIN_WRITTEN] = now
-
-
-def update_last_login(sender: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
-    """Update the last login date of ``user``, unless consuming a one-time token has just done it."""
-    written = user.__dict__.pop(_LAST_LOGIN_WRITTEN, None)
-    if written is not None and written == user.last_login:
-        return
-    # django-stubs types it for the default User model only.
-    django_update_last_login(sender, user, **kwargs)  # type: ignore[arg-type]
-
-
-def replace_update_last_login() -> bool:
-    """
-    Put :func:`update_last_login` in the place of Django's receiver of ``user_logged_in``.
-
-    Do nothing if Django's receiver isn't connected: the user model has no
-    ``last_login`` field, or the project disconnected it on purpose, or
-    ``django.contrib.auth`` comes after ``sesame_db`` in
-    :setting:`INSTALLED_APPS`. Return whether it was replaced.
-
-    """
-    if not user_logged_in.disconnect(dispatch_uid="update_last_login"):
-        return False
-    user_logged_in.connect(update_last_login, dispatch_uid="update_last_login")
-    return True
 
 
 # django.contrib.auth.authenticate() inspects the signature of every backend
@@ -307,10 +159,7 @@ class ModelBackend(SesameBackendMixin, auth_backends.ModelBackend):  # type: ign
     """
 
     def get_token_user(self, user_key: Any) -> AbstractBaseUser | None:
-        """
-        Load an active user by the field named by :data:`SESAME_PRIMARY_KEY_FIELD`.
-
-        """
+        """Load an active user by the field named by :data:`SESAME_PRIMARY_KEY_FIELD`."""
         User = get_user_model()
         try:
             user = User._default_manager.get(**{conf.PRIMARY_KEY_FIELD: user_key})

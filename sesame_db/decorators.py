@@ -18,10 +18,9 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
 
 from .confirm import ALL_ALIASES, atomic_requests, mark_view, needs_confirmation
-from .exceptions import DatabaseUnavailable
-from .ratelimit import is_rate_limited, rate_limited_response
-from .responses import unavailable_response
-from .utils import aget_user, database_unavailable, get_user
+from .exceptions import DatabaseUnavailable, InvalidToken
+from .responses import rejected_response, unavailable_response
+from .utils import acheck_user, check_user, database_unavailable
 
 __all__ = ["authenticate"]
 
@@ -136,7 +135,7 @@ def authenticate(
             override=override,
             confirm=confirm,
         )
-    return _decorate(
+    return decorate(
         view,
         scope.format,
         max_age,
@@ -147,7 +146,7 @@ def authenticate(
     )
 
 
-def _decorate(
+def decorate(
     view: ViewFunc,
     get_scope: Callable[..., str],
     max_age: float | datetime.timedelta | None,
@@ -157,7 +156,13 @@ def _decorate(
     override: bool,
     confirm: bool | None,
 ) -> ViewFunc:
-    """Wrap ``view`` like :func:`authenticate`; ``get_scope(*args, **kwargs)`` returns the scope of a request."""
+    """
+    Wrap ``view`` like :func:`authenticate`; ``get_scope(*args, **kwargs)`` returns the scope of a request.
+
+    :class:`~sesame_db.views.TokenAuthenticationMixin` wraps the views of
+    its instances with it.
+
+    """
 
     def check_permanent(request: HttpRequest) -> None:
         if permanent and not hasattr(request, "session"):
@@ -165,18 +170,14 @@ def _decorate(
                 "authenticate(permanent=True) requires django.contrib.sessions"
             )
 
-    def set_user(
-        request: HttpRequest, user: AbstractBaseUser | None
-    ) -> HttpResponseBase | None:
+    def rejected(request: HttpRequest, exc: InvalidToken) -> HttpResponseBase | None:
+        _set_request_user(request, AnonymousUser())
+        return rejected_response(exc) if required else None
+
+    def set_user(request: HttpRequest, user: AbstractBaseUser | None) -> None:
         _set_request_user(request, user if user is not None else AnonymousUser())
         if required and user is None:
-            if is_rate_limited(request):
-                return rate_limited_response()
             raise PermissionDenied
-        return None
-
-    # login() updates the last login date; don't do it twice.
-    update_last_login = False if permanent else None
 
     if iscoroutinefunction(view):
 
@@ -192,17 +193,18 @@ def _decorate(
             if (response := needs_confirmation(request, confirm)) is not None:
                 return response
             try:
-                user = await aget_user(
+                user = await acheck_user(
                     request,
                     get_scope(*args, **kwargs),
                     max_age,
-                    update_last_login=update_last_login,
                 )
-                if (response := set_user(request, user)) is not None:
-                    return response
+                set_user(request, user)
                 if permanent and user is not None:
                     with database_unavailable():
                         await alogin(request, user)  # type: ignore[arg-type]
+            except InvalidToken as exc:
+                if (response := rejected(request, exc)) is not None:
+                    return response
             except DatabaseUnavailable:
                 return unavailable_response()
             return await view(request, *args, **kwargs)
@@ -219,17 +221,18 @@ def _decorate(
         if (response := needs_confirmation(request, confirm)) is not None:
             return response
         try:
-            user = get_user(
+            user = check_user(
                 request,
                 get_scope(*args, **kwargs),
                 max_age,
-                update_last_login=update_last_login,
             )
-            if (response := set_user(request, user)) is not None:
-                return response
+            set_user(request, user)
             if permanent and user is not None:
                 with database_unavailable():
                     login(request, user)  # type: ignore[arg-type]
+        except InvalidToken as exc:
+            if (response := rejected(request, exc)) is not None:
+                return response
         except DatabaseUnavailable:
             return unavailable_response()
         with atomic_requests(view):

@@ -1,9 +1,13 @@
 """
 Why a token was rejected, or couldn't be checked.
 
-:exc:`InvalidToken` is internal: token parsing raises it and the
-authentication backend turns it into :obj:`None`, a log line and a
-:data:`~sesame_db.signals.token_rejected` signal.
+:exc:`InvalidToken` is internal: token parsing raises it,
+:mod:`sesame_db.verify` records it (a log line, an audit event, a
+:data:`~sesame_db.signals.token_rejected` signal), the authentication
+backend turns it into :obj:`None`, and the entry points get it back from
+``sesame_db.utils.check_user()`` to choose their answer
+(:mod:`sesame_db.responses`), 429 Too Many Requests for
+:attr:`Reason.RATE_LIMITED`.
 
 :exc:`DatabaseUnavailable` is public: :func:`~sesame_db.utils.get_user`
 raises it when the database fails during a check.

@@ -30,9 +30,9 @@ from .confirm import (
     render_confirmation,
     view_confirms,
 )
-from .exceptions import DatabaseUnavailable
+from .exceptions import DatabaseUnavailable, InvalidToken
 from .responses import unavailable_response
-from .utils import aget_user, database_unavailable, get_user
+from .utils import acheck_user, check_user, database_unavailable
 
 __all__ = ["AuthenticationMiddleware"]
 
@@ -132,13 +132,12 @@ class AuthenticationMiddleware:
         user = None
         if confirming is not None:
             try:
-                # login() updates the last login date; don't do it twice.
-                user = get_user(
-                    request, update_last_login=False if has_session else None
-                )
+                user = check_user(request)
                 if has_session and user is not None:
                     with database_unavailable():
                         login(request, user)  # type: ignore[arg-type]
+            except InvalidToken:
+                pass  # Go on with an anonymous user.
             except DatabaseUnavailable:
                 return unavailable_response()
         response = self._after_login(request, user, has_session, confirming)
@@ -152,12 +151,12 @@ class AuthenticationMiddleware:
         user = None
         if confirming is not None:
             try:
-                user = await aget_user(
-                    request, update_last_login=False if has_session else None
-                )
+                user = await acheck_user(request)
                 if has_session and user is not None:
                     with database_unavailable():
                         await alogin(request, user)  # type: ignore[arg-type]
+            except InvalidToken:
+                pass  # Go on with an anonymous user.
             except DatabaseUnavailable:
                 return unavailable_response()
         response = self._after_login(request, user, has_session, confirming)

@@ -5,8 +5,8 @@ Failed attempts are counted in Django's cache, per client IP address and per
 stored link, by the authentication backend only: this module is the one place
 that counts them. When a counter reaches the limit, the backend rejects
 further attempts with :attr:`~sesame_db.exceptions.Reason.RATE_LIMITED`
-before any query, and marks the request so that views can answer 429 Too Many
-Requests.
+before any query; the rejection reaches the views that check tokens, which
+answer 429 Too Many Requests (:mod:`sesame_db.responses`).
 
 Counters use a fixed window: the first failure starts it, and it lasts the
 configured period. Successful attempts don't reset counters, so a client
@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import math
 import sys
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
@@ -34,8 +35,10 @@ from .store import client_ip
 
 __all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
 
-# Set on a request whose token was rejected for going over the limit.
-_FLAG = "_sesame_db_rate_limited"
+# The requests whose token get_user() rejected for going over the limit,
+# for is_rate_limited(); the entry points of sesame_db get the rejection
+# itself from utils.check_user() instead.
+_limited: weakref.WeakSet[HttpRequest] = weakref.WeakSet()
 
 # The key of clients whose address can't be parsed.
 UNKNOWN_CLIENT = "unknown"
@@ -67,14 +70,21 @@ def is_rate_limited(request: HttpRequest | None) -> bool:
     """
     Tell whether the token of ``request`` was rejected because of :data:`SESAME_RATE_LIMIT`.
 
+    Call it after :func:`~sesame_db.utils.get_user` or
+    :func:`~sesame_db.utils.aget_user` returned :obj:`None` for ``request``,
+    to answer 429 Too Many Requests rather than 403 or 401, as
     :func:`~sesame_db.decorators.authenticate`,
     :class:`~sesame_db.views.LoginView` and
-    :class:`~sesame_db.contrib.rest_framework.SesameTokenAuthentication` use
-    it to answer 429 Too Many Requests rather than 403 or 401, after
-    :func:`~sesame_db.utils.get_user` returned :obj:`None`.
+    :class:`~sesame_db.contrib.rest_framework.SesameTokenAuthentication` do.
 
     """
-    return bool(getattr(request, _FLAG, False))
+    return request is not None and request in _limited
+
+
+def remember(request: HttpRequest | None) -> None:
+    """Record that the token of ``request`` was rejected because of :data:`SESAME_RATE_LIMIT`, for :func:`is_rate_limited`."""
+    if request is not None:
+        _limited.add(request)
 
 
 def rate_limited_response() -> HttpResponse:
@@ -144,9 +154,7 @@ def _release(cache: BaseCache, keys: list[str]) -> None:
             cache.decr(key)
 
 
-def _reject(request: HttpRequest | None, token_id: int | None) -> InvalidToken:
-    if request is not None:
-        setattr(request, _FLAG, True)
+def _reject(token_id: int | None) -> InvalidToken:
     if token_id is None:
         return InvalidToken(Reason.RATE_LIMITED, "Rate limited: too many failures")
     return InvalidToken(
@@ -181,7 +189,7 @@ def check(request: HttpRequest | None, token_id: int | None) -> None:
     counts = [_count(cache, key, period) for key in keys]
     if any(count > failures for count in counts):
         _release(cache, keys)
-        raise _reject(request, token_id)
+        raise _reject(token_id)
 
 
 async def acheck(request: HttpRequest | None, token_id: int | None) -> None:

@@ -10,14 +10,23 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils import timezone
 
+from . import tokens_store
 from .conf import conf
 from .exceptions import InvalidToken, Reason
+from .tokens_store import StoredClaims
 
-__all__ = ["MAX_TOKEN_LENGTH", "aparse_token", "create_token", "parse_token"]
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "aparse_token",
+    "create_token",
+    "decode_token",
+    "parse_token",
+]
 
 logger = logging.getLogger("sesame_db")
 
@@ -52,10 +61,49 @@ def resolve_max_age(max_age: float | datetime.timedelta | None) -> float | None:
     return max_age
 
 
+@overload
 def decode_token(
-    token: str, max_age: float | datetime.timedelta | None
-) -> DecodedToken:
-    """Decode ``token`` with the first format that recognizes it."""
+    token: str,
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    scope: str = "",
+    stored: Literal[False] = False,
+) -> DecodedToken: ...
+
+
+@overload
+def decode_token(
+    token: str,
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    scope: str = "",
+    stored: bool,
+) -> DecodedToken | StoredClaims: ...
+
+
+def decode_token(
+    token: str,
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    scope: str = "",
+    stored: bool = False,
+) -> DecodedToken | StoredClaims:
+    """
+    Decode ``token`` with the format that recognizes it: this is the one place that tells formats apart.
+
+    With ``stored``, a stored token (``~``) is decoded too: its MAC, its
+    scope claim against ``scope`` and its expiry claim are checked, and its
+    :class:`~sesame_db.tokens_store.StoredClaims` returned. Else, and for
+    other tokens, the first format of :data:`SESAME_TOKENS` that detects the
+    token decodes it and checks its MAC; ``max_age``, if set, overrides
+    :data:`SESAME_MAX_AGE`, and the user and the scope are checked by the
+    result's ``verify()``.
+
+    Raise :exc:`~sesame_db.exceptions.InvalidToken` if no format accepts it.
+
+    """
+    if stored and tokens_store.detect_token(token):
+        return tokens_store.decode_token(token, scope, timezone.now())
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken(
             Reason.MALFORMED, "Bad token: too long (%d characters)", len(token)
@@ -66,13 +114,25 @@ def decode_token(
     raise InvalidToken(Reason.MALFORMED, "Bad token: doesn't match a supported format")
 
 
-def _unknown_user(decoded: DecodedToken) -> InvalidToken:
-    return InvalidToken(
-        Reason.UNKNOWN_USER,
-        "Unknown or inactive user: %s = %r",
-        conf.PRIMARY_KEY_FIELD,
-        decoded.user_key,
-    )
+def verify_user(
+    decoded: DecodedToken, user: AbstractBaseUser | None, scope: str
+) -> AbstractBaseUser:
+    """
+    Return ``user``, loaded from the key of ``decoded``, if the token authenticates them in ``scope``.
+
+    Raise :exc:`~sesame_db.exceptions.InvalidToken` if there's no such user
+    or if the token isn't valid for them.
+
+    """
+    if user is None:
+        raise InvalidToken(
+            Reason.UNKNOWN_USER,
+            "Unknown or inactive user: %s = %r",
+            conf.PRIMARY_KEY_FIELD,
+            decoded.user_key,
+        )
+    decoded.verify(user, scope)
+    return user
 
 
 def parse_token(
@@ -91,11 +151,7 @@ def parse_token(
 
     """
     decoded = decode_token(token, max_age)
-    user = get_user(decoded.user_key)
-    if user is None:
-        raise _unknown_user(decoded)
-    decoded.verify(user, scope)
-    return user
+    return verify_user(decoded, get_user(decoded.user_key), scope)
 
 
 async def aparse_token(
@@ -106,8 +162,4 @@ async def aparse_token(
 ) -> AbstractBaseUser:
     """See :func:`parse_token`; ``aget_user`` is a coroutine function."""
     decoded = decode_token(token, max_age)
-    user = await aget_user(decoded.user_key)
-    if user is None:
-        raise _unknown_user(decoded)
-    decoded.verify(user, scope)
-    return user
+    return verify_user(decoded, await aget_user(decoded.user_key), scope)

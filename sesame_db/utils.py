@@ -20,9 +20,10 @@ from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
+from . import ratelimit, verify
 from . import store as _store
 from .conf import conf
-from .exceptions import DatabaseUnavailable
+from .exceptions import DatabaseUnavailable, InvalidToken, Reason
 from .tokens import create_token
 
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ def get_user(
     scope: str = "",
     max_age: float | datetime.timedelta | None = None,
     *,
-    update_last_login: bool | None = None,
+    update_last_login: bool | None = False,
     token: str | None = None,
 ) -> AbstractBaseUser | None:
     """
@@ -327,7 +328,8 @@ def get_user(
     When :data:`SESAME_ONE_TIME` is set, the token is consumed by updating
     the user's last login date, whatever ``update_last_login`` says. Set
     ``update_last_login`` to :obj:`True` to update the last login date for
-    other tokens too.
+    other tokens too. :obj:`None`, django-sesame's default, means the same
+    as :obj:`False`.
 
     Pass ``token`` to check a token that comes from elsewhere than the query
     string, such as an ``Authorization`` header, while still recording the
@@ -345,17 +347,10 @@ def get_user(
 
     """
     request, token = _split(request_or_token, token)
-    if token is None:
+    try:
+        return _check_user(request, token, scope, max_age, bool(update_last_login))
+    except InvalidToken:
         return None
-    with database_unavailable():
-        # authenticate() sets user.backend, which login() needs.
-        user: AbstractBaseUser | None = authenticate(
-            request, sesame_token=token, scope=scope, max_age=max_age
-        )
-        if user is not None and update_last_login and not conf.ONE_TIME:
-            user.last_login = timezone.now()
-            user.save(update_fields=["last_login"])
-    return user
 
 
 async def aget_user(
@@ -363,18 +358,111 @@ async def aget_user(
     scope: str = "",
     max_age: float | datetime.timedelta | None = None,
     *,
-    update_last_login: bool | None = None,
+    update_last_login: bool | None = False,
     token: str | None = None,
 ) -> AbstractBaseUser | None:
     """See :func:`get_user`."""
     request, token = _split(request_or_token, token)
+    try:
+        return await _acheck_user(
+            request, token, scope, max_age, bool(update_last_login)
+        )
+    except InvalidToken:
+        return None
+
+
+def check_user(
+    request_or_token: Any,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    update_last_login: bool = False,
+    token: str | None = None,
+) -> AbstractBaseUser | None:
+    """
+    Return the user authenticated by a token, :obj:`None` without a token, or raise why it was rejected.
+
+    It's :func:`get_user` for the entry points of sesame_db, which turn the
+    outcome into a response with :mod:`sesame_db.responses`: it raises
+    :exc:`~sesame_db.exceptions.InvalidToken` when the token is rejected,
+    with the reason :attr:`~sesame_db.exceptions.Reason.RATE_LIMITED` when
+    the client or the link is over :data:`SESAME_RATE_LIMIT`, and
+    :exc:`~sesame_db.exceptions.DatabaseUnavailable` like :func:`get_user`.
+
+    """
+    request, token = _split(request_or_token, token)
+    return _check_user(request, token, scope, max_age, update_last_login)
+
+
+async def acheck_user(
+    request_or_token: Any,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    update_last_login: bool = False,
+    token: str | None = None,
+) -> AbstractBaseUser | None:
+    """See :func:`check_user`."""
+    request, token = _split(request_or_token, token)
+    return await _acheck_user(request, token, scope, max_age, update_last_login)
+
+
+def _rejection(
+    request: HttpRequest | None, rejections: list[InvalidToken]
+) -> InvalidToken:
+    for exc in rejections:
+        if exc.reason is Reason.RATE_LIMITED:
+            # For ratelimit.is_rate_limited(request), in views that run
+            # after a rejected token, such as with the middleware.
+            ratelimit.remember(request)
+            return exc
+    if rejections:
+        return rejections[-1]
+    # No backend that checks tokens with sesame_db accepted the credentials.
+    return InvalidToken(Reason.MALFORMED, "Bad token: no backend checked it")
+
+
+def _check_user(
+    request: HttpRequest | None,
+    token: str | None,
+    scope: str,
+    max_age: float | datetime.timedelta | None,
+    update_last_login: bool,
+) -> AbstractBaseUser | None:
     if token is None:
         return None
     with database_unavailable():
-        user: AbstractBaseUser | None = await aauthenticate(
-            request, sesame_token=token, scope=scope, max_age=max_age
-        )
-        if user is not None and update_last_login and not conf.ONE_TIME:
+        # authenticate() sets user.backend, which login() needs; the
+        # backend returns None for a rejected token, and verify tells why.
+        with verify.capture() as rejections:
+            user: AbstractBaseUser | None = authenticate(
+                request, sesame_token=token, scope=scope, max_age=max_age
+            )
+        if user is None:
+            raise _rejection(request, rejections)
+        if update_last_login and not conf.ONE_TIME:
+            user.last_login = timezone.now()
+            user.save(update_fields=["last_login"])
+    return user
+
+
+async def _acheck_user(
+    request: HttpRequest | None,
+    token: str | None,
+    scope: str,
+    max_age: float | datetime.timedelta | None,
+    update_last_login: bool,
+) -> AbstractBaseUser | None:
+    if token is None:
+        return None
+    with database_unavailable():
+        with verify.capture() as rejections:
+            user: AbstractBaseUser | None = await aauthenticate(
+                request, sesame_token=token, scope=scope, max_age=max_age
+            )
+        if user is None:
+            raise _rejection(request, rejections)
+        if update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             await user.asave(update_fields=["last_login"])
     return user

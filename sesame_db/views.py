@@ -23,11 +23,10 @@ from django.utils.functional import lazy
 from django.views.generic import View
 
 from .confirm import ALL_ALIASES, confirm_enabled, mark_view, needs_confirmation
-from .decorators import _decorate
-from .exceptions import DatabaseUnavailable
-from .ratelimit import is_rate_limited, rate_limited_response
-from .responses import unavailable_response
-from .utils import database_unavailable, get_user
+from .decorators import decorate
+from .exceptions import DatabaseUnavailable, InvalidToken
+from .responses import is_rate_limited, rate_limited_response, unavailable_response
+from .utils import check_user, database_unavailable
 
 __all__ = ["LoginView", "TokenAuthenticationMixin"]
 
@@ -89,15 +88,16 @@ class LoginView(RedirectURLMixin, View):
             raise ImproperlyConfigured("LoginView requires django.contrib.sessions")
         if (response := needs_confirmation(request, self.confirm)) is not None:
             return response
-        # login() updates the last login date; don't do it twice.
         try:
-            user = get_user(request, self.scope, self.max_age, update_last_login=False)
+            user = check_user(request, self.scope, self.max_age)
             if user is None:
-                if is_rate_limited(request):
-                    return self.login_rate_limited()
                 return self.login_failed()
             with database_unavailable():
                 login(request, user)  # type: ignore[arg-type]
+        except InvalidToken as exc:
+            if is_rate_limited(exc):
+                return self.login_rate_limited()
+            return self.login_failed()
         except DatabaseUnavailable:
             return self.login_unavailable()
         return self.login_success()
@@ -214,7 +214,7 @@ class TokenAuthenticationMixin:
             async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 return await parent(request, *args, **kwargs)
 
-        return _decorate(
+        return decorate(
             view,
             lambda *args, **kwargs: self.get_scope(),
             self.max_age,

@@ -9,8 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import TransactionTestCase, override_settings
 
-from sesame_db import store
-from sesame_db.backends import SesameBackendMixin
+from sesame_db import store, verify
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_token, get_user, issue_token
 
@@ -82,15 +81,13 @@ class ConcurrentRedemptionTests(TransactionTestCase):
         # compare-and-set of last_login must let one use win.
         token = get_token(self.user, store=False)
         checked = threading.Barrier(THREADS)
-        consume = SesameBackendMixin._consume
+        consume = verify._consume
 
-        def consume_after_all_checks(backend, user):
+        def consume_after_all_checks(user):
             checked.wait(timeout=30)
-            return consume(backend, user)
+            return consume(user)
 
-        with mock.patch.object(
-            SesameBackendMixin, "_consume", consume_after_all_checks
-        ):
+        with mock.patch.object(verify, "_consume", consume_after_all_checks):
             accepted = self.redeem_concurrently(token)
         self.assertEqual(len(accepted), 1)
 

@@ -21,9 +21,15 @@ from django.db import close_old_connections
 from django.http import HttpRequest
 
 from sesame_db.conf import conf
-from sesame_db.exceptions import DatabaseUnavailable
-from sesame_db.ratelimit import is_rate_limited
-from sesame_db.utils import aget_user
+from sesame_db.exceptions import DatabaseUnavailable, InvalidToken
+
+# POLICY_VIOLATION and TRY_AGAIN_LATER, the close codes, were defined here.
+from sesame_db.responses import (  # noqa: F401
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    close_code,
+)
+from sesame_db.utils import acheck_user
 
 __all__ = ["SesameAuthMiddleware", "authenticate_connection", "request_from_scope"]
 
@@ -31,14 +37,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# Close code sent when a token is required and missing or invalid: "policy
-# violation". Closing before accepting makes the server answer the handshake
-# with 403 Forbidden.
-POLICY_VIOLATION = 1008
-# Close code sent when the client is over SESAME_RATE_LIMIT, or when the
-# database fails during the check, required or not: "try again later".
-TRY_AGAIN_LATER = 1013
 
 
 def request_from_scope(connection_scope: Scope) -> HttpRequest:
@@ -80,14 +78,14 @@ def _query_token(connection_scope: Scope) -> str | None:
     return None
 
 
-async def _aget_user(
+async def _acheck_user(
     request: HttpRequest,
     scope: str,
     max_age: float | datetime.timedelta | None,
     token: str,
 ) -> AbstractBaseUser | None:
     try:
-        return await aget_user(request, scope, max_age, token=token)
+        return await acheck_user(request, scope, max_age, token=token)
     except DatabaseUnavailable:
         # Channels sends no request_finished signal, which would close a
         # broken connection, as Django's handlers do after a request: close
@@ -122,7 +120,12 @@ async def authenticate_connection(
     1013, Try Again Later.
 
     """
-    user = await _aget_user(request_from_scope(connection_scope), scope, max_age, token)
+    try:
+        user = await _acheck_user(
+            request_from_scope(connection_scope), scope, max_age, token
+        )
+    except InvalidToken:
+        return None
     if user is not None:
         connection_scope["user"] = user
     return user
@@ -190,20 +193,23 @@ class SesameAuthMiddleware:
         scope = dict(scope)
         token = _query_token(scope)
         user: AbstractBaseUser | None = None
-        request = None
+        rejection: InvalidToken | None = None
         if token is not None:
             request = request_from_scope(scope)
             try:
-                user = await _aget_user(request, self.token_scope, self.max_age, token)
-            except DatabaseUnavailable:
-                await self.deny(receive, send, code=TRY_AGAIN_LATER)
+                user = await _acheck_user(
+                    request, self.token_scope, self.max_age, token
+                )
+            except InvalidToken as exc:
+                rejection = exc
+            except DatabaseUnavailable as exc:
+                await self.deny(receive, send, code=close_code(exc))
                 return
             scope["user"] = user if user is not None else AnonymousUser()
         else:
             scope.setdefault("user", AnonymousUser())
         if self.required and user is None:
-            code = TRY_AGAIN_LATER if is_rate_limited(request) else POLICY_VIOLATION
-            await self.deny(receive, send, code=code)
+            await self.deny(receive, send, code=close_code(rejection))
             return
         await self.inner(scope, receive, send)
 

@@ -21,10 +21,10 @@ from rest_framework.authentication import (
 
 from sesame_db.conf import conf
 from sesame_db.confirm import SAFE_METHODS, confirm_enabled
-from sesame_db.exceptions import DatabaseUnavailable
-from sesame_db.ratelimit import is_rate_limited, retry_after
-from sesame_db.responses import RETRY_AFTER
-from sesame_db.utils import get_user
+from sesame_db.exceptions import DatabaseUnavailable, InvalidToken
+from sesame_db.ratelimit import retry_after
+from sesame_db.responses import RETRY_AFTER, is_rate_limited
+from sesame_db.utils import check_user
 
 __all__ = ["SesameTokenAuthentication", "ServiceUnavailable"]
 
@@ -117,7 +117,7 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
         token = self.get_header_token(request)
         try:
             if token is not None:
-                user = get_user(django_request, self.scope, self.max_age, token=token)
+                user = check_user(django_request, self.scope, self.max_age, token=token)
             elif self.allow_query_string and conf.TOKEN_NAME in django_request.GET:
                 if (
                     confirm_enabled(self.confirm)
@@ -126,14 +126,18 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
                     raise exceptions.AuthenticationFailed(
                         _("This link must be confirmed: send it with a POST request.")
                     )
-                user = get_user(django_request, self.scope, self.max_age)
+                user = check_user(django_request, self.scope, self.max_age)
             else:
                 return None
+        except InvalidToken as exc:
+            if is_rate_limited(exc):
+                raise exceptions.Throttled(wait=retry_after()) from None
+            raise exceptions.AuthenticationFailed(
+                _("Invalid or expired token.")
+            ) from None
         except DatabaseUnavailable:
             raise ServiceUnavailable from None
         if user is None:
-            if is_rate_limited(django_request):
-                raise exceptions.Throttled(wait=retry_after())
             raise exceptions.AuthenticationFailed(_("Invalid or expired token."))
         return (user, None)
 
