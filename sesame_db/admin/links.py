@@ -46,9 +46,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from ..conf import conf
-from ..models import IssuedToken, TokenEvent
-from ..utils import issue_token
+from sesame_db.conf import conf
+from sesame_db.models import IssuedToken, TokenEvent
+from sesame_db.utils import issue_token
 
 if TYPE_CHECKING:
     from django.urls import URLPattern

@@ -30,9 +30,8 @@ from sesame_db.admin import (
 )
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user, issue_token
-
-from .. import admin_site
-from ..mixins import CreateUserMixin
+from tests import admin_site
+from tests.mixins import CreateUserMixin
 
 HOUR = datetime.timedelta(hours=1)
 POSTGRESQL = connection.vendor == "postgresql"
