@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime
 import re
 
-from django.test import override_settings
+from django.contrib.auth.models import User
+from django.test import RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from sesame_db.admin.links import can_revoke
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user
+from tests import admin_site
 from tests.admin.base import (
     CHANGE,
     CHANGELIST,
@@ -465,3 +468,28 @@ class ChangePageTests(AdminTestCase):
         staff.delete()
         response = self.client.get(url(CHANGE, self.record.pk))
         self.assertContains(response, f"<td>#{staff_pk}</td>", html=True)
+
+
+class CanRevokeTests(AdminTestCase):
+    """The revoke permission is decided in one place, for every admin that revokes."""
+
+    def test_one_answer_for_every_admin(self):
+        link_admin = admin_site.site.get_model_admin(IssuedToken)
+        user_admin = admin_site.site.get_model_admin(User)
+        expected = {
+            self.superuser: True,
+            self.revoker: True,
+            self.changer: True,
+            self.viewer: False,
+            self.adder: False,
+            self.deleter: False,
+            self.nobody: False,
+        }
+        for user, allowed in expected.items():
+            with self.subTest(user=user.username):
+                request = RequestFactory().get("/")
+                request.user = user
+                self.assertIs(can_revoke(request), allowed)
+                self.assertIs(link_admin.has_revoke_permission(request), allowed)
+                self.assertIs(link_admin.has_change_permission(request), allowed)
+                self.assertIs(user_admin.has_revoke_links_permission(request), allowed)
