@@ -10,6 +10,7 @@ from django.test import RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from sesame_db.admin import IssuedTokenAdmin
 from sesame_db.admin.links import can_revoke
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user
@@ -474,8 +475,8 @@ class CanRevokeTests(AdminTestCase):
     """The revoke permission is decided in one place, for every admin that revokes."""
 
     def test_one_answer_for_every_admin(self):
-        link_admin = admin_site.site.get_model_admin(IssuedToken)
-        user_admin = admin_site.site.get_model_admin(User)
+        link_admin = IssuedTokenAdmin(IssuedToken, admin_site.site)
+        user_admin = admin_site.UserAdmin(User, admin_site.site)
         expected = {
             self.superuser: True,
             self.revoker: True,
