@@ -47,6 +47,7 @@ WHEEL_REQUIRED = [
     "sesame_db/templates/sesame_db/confirm.html",
     "sesame_db/templates/admin/sesame_db/issuedtoken/change_form.html",
     "sesame_db/templates/sesame_db/admin/issued.html",
+    "sesame_db/admin/__init__.py",
     "sesame_db/templatetags/sesame_db_admin.py",
     "sesame_db/static/sesame_db/admin/copy_link.js",
     "sesame_db/locale/fr/LC_MESSAGES/django.mo",
