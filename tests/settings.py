@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 
+import django
+
 SECRET_KEY = "tests-secret-key-not-for-production"
 DEBUG = False
 USE_TZ = True
@@ -74,3 +76,9 @@ TEMPLATES = [
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_REDIRECT_URL = "/"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+# Django 6.1 deprecates EMAIL_BACKEND for MAILERS and warns, an error under
+# -W error::DeprecationWarning, when an email is sent with neither. The test
+# runner swaps each mailer's backend for the local-memory one.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

@@ -318,8 +318,6 @@ class TargetLayoutTests(SimpleTestCase):
         self.assertNotIn("sesame_db.store", graph["sesame_db.ratelimit"])
         self.assertIn("sesame_db.clients", graph["sesame_db.ratelimit"])
 
-    # Waits for arch-admin.
-    @unittest.expectedFailure
     def test_admin(self):
         self.assertModules(
             [
