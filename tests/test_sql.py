@@ -175,7 +175,7 @@ class SqlEqualsOrm(_TestCase):
     def test_update_equals_orm_when_the_user_changes(self) -> None:
         now = timezone.now()
         User = get_user_model()
-        email = User.get_email_field_name()  # type: ignore[attr-defined]
+        email = User.get_email_field_name()
         changes: list[tuple[str, dict[str, Any], bool, bool, bool]] = [
             # name, change, password, email, still used
             ("password", {"password": "changed"}, True, True, False),
