@@ -10,7 +10,6 @@ from django.test import TestCase
 from sesame_db.management.commands.sesame_db_revoke import Command
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user, issue_token
-
 from tests.mixins import CreateUserMixin
 
 
