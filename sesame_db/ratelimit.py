@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse
 
 from .conf import conf
 from .exceptions import InvalidToken, Reason
-from .store import client_ip
+from .clients import client_ip
 
 __all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
 
