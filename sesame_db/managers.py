@@ -43,24 +43,24 @@ class IssuedTokenQuerySet(models.QuerySet[Any]):
 
     """
 
-    def _status(self, status: str) -> IssuedTokenQuerySet:
+    def _status(self, status: Any) -> IssuedTokenQuerySet:
         return self.filter(self.model.status_condition(status))
 
     def active(self) -> IssuedTokenQuerySet:
         """Tokens that can still be used: not revoked, not expired, not used up."""
-        return self._status("active")
+        return self._status(self.model.Status.ACTIVE)
 
     def revoked(self) -> IssuedTokenQuerySet:
         """Revoked tokens."""
-        return self._status("revoked")
+        return self._status(self.model.Status.REVOKED)
 
     def expired(self) -> IssuedTokenQuerySet:
         """Tokens past their expiry that weren't revoked."""
-        return self._status("expired")
+        return self._status(self.model.Status.EXPIRED)
 
     def used_up(self) -> IssuedTokenQuerySet:
         """Tokens used as many times as allowed that aren't revoked or expired."""
-        return self._status("used_up")
+        return self._status(self.model.Status.USED_UP)
 
     def stopped_before(self, when: datetime.datetime) -> IssuedTokenQuerySet:
         """Tokens that were revoked, expired or used up before ``when``."""

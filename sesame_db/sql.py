@@ -339,10 +339,11 @@ def consume(
     *,
     password: bool,
     email: bool,
-    event: dict[str, Any] | None,
+    scope: str,
+    info: dict[str, Any] | None,
 ) -> bool:
     """
-    Count one use of ``record`` if the database still allows it, and audit it with ``event``, unless it's :obj:`None`.
+    Count one use of ``record`` in ``scope`` if the database still allows it, and audit it unless ``info`` is :obj:`None`.
 
     The status rule is repeated in the ``UPDATE``, so that concurrent
     redemptions cannot exceed ``max_uses`` or follow a revocation: the row
@@ -354,12 +355,11 @@ def consume(
     and the audit insert are one statement; elsewhere, two in one
     transaction.
 
-    ``event`` holds the audit fields: ``scope`` and those of
-    :func:`~sesame_db.clients.client_info`.
+    ``info`` holds the audit fields of :func:`~sesame_db.clients.client_info`.
 
     """
     connection = connections[db]
-    audit = event is not None
+    audit = info is not None
     statements, active_params, guarded = _consume_statements(db, audit, password, email)
     moment = connection.ops.adapt_datetimefield_value(now)
     params: list[Any] = [
@@ -375,15 +375,15 @@ def consume(
             for field in guarded
         ]
     values: list[Any] = []
-    if event is not None:
-        ip = event.get("ip")
+    if info is not None:
+        ip = info.get("ip")
         values = [
             moment,
-            event["scope"],
+            scope,
             None if ip is None else connection.ops.adapt_ipaddressfield_value(ip),
-            event.get("user_agent", ""),
-            event.get("method", ""),
-            event.get("path", ""),
+            info.get("user_agent", ""),
+            info.get("method", ""),
+            info.get("path", ""),
         ]
     if len(statements) == 1:
         with connection.cursor() as cursor:

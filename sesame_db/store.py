@@ -228,7 +228,8 @@ def _consume(
         db,
         password=conf.INVALIDATE_ON_PASSWORD_CHANGE,
         email=conf.INVALIDATE_ON_EMAIL_CHANGE,
-        event={"scope": scope, **client_info(request)} if conf.AUDIT else None,
+        scope=scope,
+        info=client_info(request) if conf.AUDIT else None,
     )
 
 

@@ -149,7 +149,9 @@ class SqlEqualsOrm(_TestCase):
             get_user_model()._base_manager.filter(pk=record.user_id).update(**change)
         before = IssuedToken._default_manager.get(pk=record.pk)
         expected = self.orm_would_update(read, now, password, email)
-        used = sql.consume(read, now, db, password=password, email=email, event=None)
+        used = sql.consume(
+            read, now, db, password=password, email=email, scope="scope", info=None
+        )
         self.assertEqual(used, expected)
         after = IssuedToken._default_manager.get(pk=record.pk)
         self.assertEqual(after.use_count, before.use_count + used)
@@ -231,7 +233,8 @@ class SqlEqualsOrm(_TestCase):
                 db,
                 password=True,
                 email=True,
-                event={"scope": "scope", **info},
+                scope="scope",
+                info=info,
             )
         )
         inserted = TokenEvent._default_manager.using(db).latest("pk")
