@@ -19,9 +19,6 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-if TYPE_CHECKING:
-    from .packers import BasePacker
-
 __all__ = ["DEFAULTS", "conf"]
 
 DEFAULTS: dict[str, Any] = {
@@ -148,7 +145,6 @@ class Settings:
     SIGNING_KEY: bytes
     VERIFICATION_KEYS: list[bytes]
     SECRET_KEYS: list[str | bytes]
-    packer: BasePacker
     token_formats: list[ModuleType]
     # Keyed BLAKE2b states of tokens v2, one per verification key: copying
     # one is cheaper than keying a new hash for every token.
@@ -184,11 +180,7 @@ class Settings:
 
         def __getattr__(self, name: str) -> Any:
             # Called only when a value isn't cached yet.
-            if name == "packer":
-                from .packers import get_packer
-
-                self.packer = get_packer()
-            elif name == "v2_hashers":
+            if name == "v2_hashers":
                 self.v2_hashers = [
                     hashlib.blake2b(
                         digest_size=self.SIGNATURE_SIZE,
@@ -218,7 +210,12 @@ class Settings:
 conf = Settings()
 
 
+def is_watched(setting: str) -> bool:
+    """Tell whether changing ``setting`` changes values derived from the settings."""
+    return setting.startswith("SESAME_") or setting in _WATCHED
+
+
 @receiver(setting_changed, dispatch_uid="sesame_db.conf.reload")
 def reload(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith("SESAME_") or setting in _WATCHED:
+    if is_watched(setting):
         conf.clear()

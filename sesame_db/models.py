@@ -8,10 +8,17 @@ with the secret key.
 
 from __future__ import annotations
 
+import datetime
+import functools
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from model_utils.models import TimeStampedModel
@@ -19,7 +26,7 @@ from model_utils.models import TimeStampedModel
 from .exceptions import Reason
 from .managers import IssuedTokenQuerySet, TokenEventQuerySet
 
-__all__ = ["IssuedToken", "TokenEvent"]
+__all__ = ["STOPS", "IssuedToken", "Stop", "TokenEvent"]
 
 
 class IssuedToken(TimeStampedModel):
@@ -131,13 +138,42 @@ class IssuedToken(TimeStampedModel):
     @property
     def status(self) -> IssuedToken.Status:
         """Whether the token is active, expired, revoked or used up, as the database would decide now."""
-        if self.revoked_at is not None:
-            return self.Status.REVOKED
-        if self.expires_at is not None and self.expires_at <= timezone.now():
-            return self.Status.EXPIRED
-        if self.max_uses is not None and self.use_count >= self.max_uses:
-            return self.Status.USED_UP
+        return self.status_at(timezone.now())
+
+    def status_at(self, now: datetime.datetime) -> IssuedToken.Status:
+        """Return the status of this token at ``now``, by the rule of :data:`STOPS`, without a query."""
+        for stop in STOPS:
+            if stop.holds(self, now):
+                return stop.status
         return self.Status.ACTIVE
+
+    @classmethod
+    def status_condition(cls, status: IssuedToken.Status, now: Any = None) -> Q:
+        """
+        Return the condition, for a query, of the tokens that have ``status`` at ``now``, by the rule of :data:`STOPS`.
+
+        ``now`` is a datetime or an expression; it defaults to the database's
+        clock, :class:`~django.db.models.functions.Now`.
+
+        """
+        if now is None:
+            now = Now()
+        conditions = []
+        for stop in STOPS:
+            if stop.status == status:
+                conditions.append(stop.condition(now))
+                break
+            # A stop that comes first takes precedence.
+            conditions.append(~stop.condition(now))
+        return functools.reduce(operator.and_, conditions)
+
+    @classmethod
+    def stopped_before_condition(cls, when: datetime.datetime) -> Q:
+        """Return the condition, for a query, of the tokens that stopped working before ``when``, by the rule of :data:`STOPS`."""
+        return functools.reduce(
+            operator.or_,
+            (stop.condition(when) & Q(**{f"{stop.since}__lt": when}) for stop in STOPS),
+        )
 
     def revoke(self, by: AbstractBaseUser | None = None, reason: str = "") -> bool:
         """
@@ -154,6 +190,49 @@ class IssuedToken(TimeStampedModel):
                 fields=["revoked_at", "revoked_by", "revoke_reason", "modified"]
             )
         return bool(revoked)
+
+
+class Stop(NamedTuple):
+    """A condition that stops a token from working, in the two forms of :data:`STOPS`."""
+
+    #: The status of a token that meets the condition.
+    status: IssuedToken.Status
+    #: The condition for a query, at a time (a datetime or an expression).
+    condition: Callable[[Any], Q]
+    #: The same condition, on a token loaded in memory.
+    holds: Callable[[IssuedToken, datetime.datetime], bool]
+    #: The field that dates when the condition started to hold.
+    since: str
+
+
+#: The status rule of a link, stated once: what stops a token from working,
+#: in order of precedence. A token that meets none of them is active. The
+#: model (:attr:`IssuedToken.status`), the store's checks, the query sets,
+#: the purge command and the prebuilt SQL of the store all derive their
+#: conditions from it. ``tests/test_models.py`` proves that the two forms of
+#: each condition select the same tokens.
+STOPS: tuple[Stop, ...] = (
+    Stop(
+        IssuedToken.Status.REVOKED,
+        lambda now: Q(revoked_at__isnull=False),
+        lambda token, now: token.revoked_at is not None,
+        "revoked_at",
+    ),
+    Stop(
+        IssuedToken.Status.EXPIRED,
+        lambda now: Q(expires_at__lte=now),
+        lambda token, now: token.expires_at is not None and token.expires_at <= now,
+        "expires_at",
+    ),
+    Stop(
+        IssuedToken.Status.USED_UP,
+        lambda now: Q(max_uses__isnull=False, use_count__gte=F("max_uses")),
+        lambda token, now: (
+            token.max_uses is not None and token.use_count >= token.max_uses
+        ),
+        "last_used_at",
+    ),
+)
 
 
 class TokenEvent(models.Model):

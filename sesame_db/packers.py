@@ -9,16 +9,19 @@ of the field named by :data:`SESAME_PRIMARY_KEY_FIELD`, unless
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 from typing import Any, ClassVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db.models import Field, ForeignKey
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from .conf import conf
+from .conf import conf, is_watched
 
 __all__ = [
     "BasePacker",
@@ -33,6 +36,7 @@ __all__ = [
     "UnsignedLongLongPacker",
     "UnsignedLongPacker",
     "UnsignedShortPacker",
+    "current_packer",
     "get_packer",
 ]
 
@@ -250,3 +254,15 @@ def get_packer() -> BasePacker:
         raise ImproperlyConfigured(
             f"{pk_type} primary keys aren't supported: set SESAME_PACKER to a custom packer"
         ) from None
+
+
+@functools.cache
+def current_packer() -> BasePacker:
+    """Return the packer of :func:`get_packer`, resolved on first use and kept until the settings change."""
+    return get_packer()
+
+
+@receiver(setting_changed, dispatch_uid="sesame_db.packers.reload")
+def reload(*, setting: str, **kwargs: Any) -> None:
+    if is_watched(setting):
+        current_packer.cache_clear()

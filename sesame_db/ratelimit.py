@@ -29,9 +29,9 @@ from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
 from django.http import HttpRequest, HttpResponse
 
+from .clients import client_ip
 from .conf import conf
 from .exceptions import InvalidToken, Reason
-from .store import client_ip
 
 __all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
 

@@ -24,6 +24,7 @@ from django.utils.crypto import constant_time_compare, pbkdf2
 
 from .conf import conf
 from .exceptions import InvalidToken, Reason
+from .packers import current_packer
 
 __all__ = [
     "DecodedToken",
@@ -72,7 +73,7 @@ def create_token(user: AbstractBaseUser, scope: str = "") -> str:
     """Create a v1 token for ``user``; v1 tokens don't support ``scope``."""
     if scope != "":
         raise ValueError("v1 tokens don't support scope")
-    data = conf.packer.pack_pk(
+    data = current_packer().pack_pk(
         getattr(user, conf.PRIMARY_KEY_FIELD)
     ) + get_revocation_key(user)
     return _get_signer().sign(signing.b64_encode(data).decode())
@@ -132,7 +133,7 @@ def decode_token(token: str, max_age: float | None) -> DecodedToken:
     # SESAME_PACKER or SESAME_MAX_AGE changed since it was created.
     try:
         data = signing.b64_decode(value.encode())
-        user_key, revocation_key = conf.packer.unpack_pk(data)
+        user_key, revocation_key = current_packer().unpack_pk(data)
     except (ValueError, IndexError, struct.error):
         raise InvalidToken(
             Reason.MALFORMED,

@@ -27,6 +27,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 
 from .conf import conf
 from .exceptions import InvalidToken, Reason
+from .packers import current_packer
 
 __all__ = [
     "DecodedToken",
@@ -94,7 +95,7 @@ def sign(data: bytes, key_index: int = 0) -> bytes:
 
 def create_token(user: AbstractBaseUser, scope: str = "") -> str:
     """Create a v2 token for ``user`` in ``scope``."""
-    data = conf.packer.pack_pk(getattr(user, conf.PRIMARY_KEY_FIELD))
+    data = current_packer().pack_pk(getattr(user, conf.PRIMARY_KEY_FIELD))
     if conf.MAX_AGE is not None:
         data += struct.pack("!i", int(time.time()) - TIMESTAMP_OFFSET)
     # The revocation key and the scope are signed but not sent: when either
@@ -144,7 +145,7 @@ def decode_token(token: str, max_age: float | None) -> DecodedToken:
     except ValueError:
         raise InvalidToken(Reason.MALFORMED, "Bad token: cannot decode token") from None
     try:
-        user_key, rest = conf.packer.unpack_pk(data)
+        user_key, rest = current_packer().unpack_pk(data)
     except (ValueError, IndexError, struct.error):
         raise InvalidToken(
             Reason.MALFORMED, "Bad token: cannot extract primary key"

@@ -35,8 +35,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils.decorators import method_decorator
 from django.views.generic import View
 
-from sesame_db import checks
-from sesame_db.conf import conf
+from sesame_db import checks, packers
 from sesame_db.contrib.channels import authenticate_connection
 from sesame_db.views import TokenAuthenticationMixin
 
@@ -138,7 +137,7 @@ def current_packer(library: str) -> Any:
     """Return the packer that ``library`` uses with the current settings."""
     if library == "sesame":
         return sesame.packers.packer
-    return conf.packer
+    return packers.current_packer()
 
 
 def ok(request: Any, *args: Any, **kwargs: Any) -> HttpResponse:

@@ -67,7 +67,7 @@ class TestDefaults(SimpleTestCase):
 
     def test_packer(self):
         # auth.User has an AutoField primary key.
-        self.assertIs(type(conf.packer), packers.LongPacker)
+        self.assertIs(type(packers.current_packer()), packers.LongPacker)
 
 
 class TestOverrideSettings(SimpleTestCase):
@@ -214,31 +214,37 @@ class TestDerivedValues(SimpleTestCase):
             )
 
     def test_auth_user_model_change(self):
-        self.assertIs(type(conf.packer), packers.LongPacker)  # Fill the cache.
+        self.assertIs(
+            type(packers.current_packer()), packers.LongPacker
+        )  # Fill the cache.
         with override_settings(AUTH_USER_MODEL="tests.UUIDUser"):
-            self.assertIs(type(conf.packer), packers.UUIDPacker)
-        self.assertIs(type(conf.packer), packers.LongPacker)
+            self.assertIs(type(packers.current_packer()), packers.UUIDPacker)
+        self.assertIs(type(packers.current_packer()), packers.LongPacker)
 
     def test_packer_change(self):
-        self.assertIs(type(conf.packer), packers.LongPacker)  # Fill the cache.
+        self.assertIs(
+            type(packers.current_packer()), packers.LongPacker
+        )  # Fill the cache.
         with override_settings(SESAME_PACKER="sesame_db.packers.LongLongPacker"):
-            self.assertIs(type(conf.packer), packers.LongLongPacker)
-        self.assertIs(type(conf.packer), packers.LongPacker)
+            self.assertIs(type(packers.current_packer()), packers.LongLongPacker)
+        self.assertIs(type(packers.current_packer()), packers.LongPacker)
 
     def test_primary_key_field_change(self):
-        self.assertIs(type(conf.packer), packers.LongPacker)  # Fill the cache.
+        self.assertIs(
+            type(packers.current_packer()), packers.LongPacker
+        )  # Fill the cache.
         with override_settings(SESAME_PRIMARY_KEY_FIELD="username"):
-            self.assertIs(type(conf.packer), packers.StrPacker)
-        self.assertIs(type(conf.packer), packers.LongPacker)
+            self.assertIs(type(packers.current_packer()), packers.StrPacker)
+        self.assertIs(type(packers.current_packer()), packers.LongPacker)
 
     def test_packer_is_cached(self):
-        self.assertIs(conf.packer, conf.packer)
+        self.assertIs(packers.current_packer(), packers.current_packer())
 
     def test_unrelated_setting_change_keeps_cache(self):
-        packer = conf.packer
+        packer = packers.current_packer()
         signing_key = conf.SIGNING_KEY
         with override_settings(USE_I18N=not settings.USE_I18N):
-            self.assertIs(conf.packer, packer)
+            self.assertIs(packers.current_packer(), packer)
             self.assertIs(conf.SIGNING_KEY, signing_key)
 
 

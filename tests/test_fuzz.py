@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase
 
 from sesame_db.conf import conf
+from sesame_db.packers import current_packer
 from sesame_db.utils import aget_user, get_token, get_user
 
 from .fuzz_urls import middleware_with_sesame
@@ -244,7 +245,7 @@ class GetUserFuzzTests(FuzzTestCase):
         # Reach the database and the signature check.
         with override_settings(**CONFIGS[config]):
             user = self.get_users()[index]
-            packed = conf.packer.pack_pk(getattr(user, conf.PRIMARY_KEY_FIELD))
+            packed = current_packer().pack_pk(getattr(user, conf.PRIMARY_KEY_FIELD))
             size = conf.SIGNATURE_SIZE + (4 if conf.MAX_AGE is not None else 0)
             rest = data.draw(
                 st.one_of(
@@ -267,7 +268,7 @@ class GetUserFuzzTests(FuzzTestCase):
         with override_settings(**CONFIGS[config]):
             if real_pk:
                 user = self.get_users()[index]
-                content = conf.packer.pack_pk(user.pk) + content
+                content = current_packer().pack_pk(user.pk) + content
             signer_class = (
                 signing.Signer if conf.MAX_AGE is None else signing.TimestampSigner
             )
@@ -350,8 +351,8 @@ class GetUserFuzzTests(FuzzTestCase):
             users = self.get_users()
             minted, target = users[order[0]], users[order[1]]
             data = b64decode(self.get_token(config, order[0], scope)) or b""
-            packed = conf.packer.pack_pk(getattr(minted, conf.PRIMARY_KEY_FIELD))
-            other = conf.packer.pack_pk(getattr(target, conf.PRIMARY_KEY_FIELD))
+            packed = current_packer().pack_pk(getattr(minted, conf.PRIMARY_KEY_FIELD))
+            other = current_packer().pack_pk(getattr(target, conf.PRIMARY_KEY_FIELD))
             self.assertIsNone(get_user(b64encode(other + data[len(packed) :]), scope))
 
 

@@ -251,7 +251,7 @@ class RevokeTests(CreateUserMixin, TestCase):
         receiver = SignalReceiver(token_revoked)
         self.addCleanup(receiver.disconnect)
         with (
-            mock.patch("sesame_db.store.BATCH_SIZE", 2),
+            mock.patch("sesame_db.managers.BATCH_SIZE", 2),
             CaptureQueriesContext(connection) as queries,
             self.captureOnCommitCallbacks(execute=True),
         ):
@@ -271,7 +271,7 @@ class RevokeTests(CreateUserMixin, TestCase):
     def test_batches_full_last_batch(self):
         self.issue(4)
         with (
-            mock.patch("sesame_db.store.BATCH_SIZE", 2),
+            mock.patch("sesame_db.managers.BATCH_SIZE", 2),
             CaptureQueriesContext(connection) as queries,
         ):
             self.assertEqual(IssuedToken.objects.revoke(), 4)

@@ -265,3 +265,64 @@ class NoSecretAtRestTests(CreateUserMixin, TestCase):
         mac = base64.urlsafe_b64decode(token[1:])[-12:]
         self.assertNotIn(mac.hex(), record.user_digest)
         self.assertEqual(len(record.user_digest), 32)
+
+
+class StatusRuleTests(CreateUserMixin, TestCase):
+    """The two forms of each condition of the status rule, ``STOPS``, select the same tokens."""
+
+    def test_python_and_database_forms_agree(self):
+        now = timezone.now()
+        hour = datetime.timedelta(hours=1)
+        # Every combination of the columns that the rule reads, at and
+        # around its boundaries.
+        records = []
+        for revoked_at in [None, now - hour, now + hour]:
+            for expires_at in [None, now - hour, now, now + hour]:
+                for max_uses, use_count in [(None, 0), (None, 5), (2, 1), (2, 2)]:
+                    _, record = issue_token(self.user)
+                    IssuedToken.objects.filter(pk=record.pk).update(
+                        revoked_at=revoked_at,
+                        expires_at=expires_at,
+                        max_uses=max_uses,
+                        use_count=use_count,
+                    )
+                    records.append(IssuedToken.objects.get(pk=record.pk))
+        in_database = {
+            status: set(
+                IssuedToken.objects.filter(
+                    IssuedToken.status_condition(status, now)
+                ).values_list("pk", flat=True)
+            )
+            for status in IssuedToken.Status
+        }
+        for record in records:
+            with self.subTest(pk=record.pk):
+                self.assertEqual(
+                    {status for status, pks in in_database.items() if record.pk in pks},
+                    {record.status_at(now)},
+                )
+        # Each status occurs.
+        self.assertTrue(all(in_database.values()))
+
+    def test_stopped_before(self):
+        now = timezone.now()
+        day = datetime.timedelta(days=1)
+        _, old_revoked = issue_token(self.user)
+        _, new_revoked = issue_token(self.user)
+        _, old_expired = issue_token(self.user, max_age=1)
+        _, old_used_up = issue_token(self.user, max_uses=1)
+        _, active = issue_token(self.user)
+        IssuedToken.objects.filter(pk=old_revoked.pk).update(revoked_at=now - 3 * day)
+        IssuedToken.objects.filter(pk=new_revoked.pk).update(revoked_at=now)
+        IssuedToken.objects.filter(pk=old_expired.pk).update(expires_at=now - 3 * day)
+        IssuedToken.objects.filter(pk=old_used_up.pk).update(
+            use_count=1, last_used_at=now - 3 * day
+        )
+        self.assertEqual(
+            set(
+                IssuedToken.objects.stopped_before(now - day).values_list(
+                    "pk", flat=True
+                )
+            ),
+            {old_revoked.pk, old_expired.pk, old_used_up.pk},
+        )

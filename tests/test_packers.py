@@ -11,7 +11,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.test import SimpleTestCase, override_settings
 
-from sesame_db.conf import conf
 from sesame_db.packers import (
     BasePacker,
     BytesPacker,
@@ -25,6 +24,7 @@ from sesame_db.packers import (
     UnsignedLongPacker,
     UnsignedShortPacker,
     UUIDPacker,
+    current_packer,
     get_packer,
 )
 
@@ -134,13 +134,13 @@ class TestCustomPackers(IsolateDjangoSesameMixin, SimpleTestCase):
                 self.subTest(packer=name),
                 override_settings(SESAME_PACKER=f"tests.test_packers.{name}"),
             ):
-                packed = conf.packer.pack_pk(user_pk)
+                packed = current_packer().pack_pk(user_pk)
                 self.assertEqual(packed[1:], parent().pack_pk(user_pk))
                 self.assertEqual(
-                    conf.packer.unpack_pk(packed + b"rest"), (user_pk, b"rest")
+                    current_packer().unpack_pk(packed + b"rest"), (user_pk, b"rest")
                 )
                 with self.assertRaises(ValueError):
-                    conf.packer.unpack_pk(b"?" + packed[1:])
+                    current_packer().unpack_pk(b"?" + packed[1:])
 
     def test_built_in_methods_work_on_the_class(self):
         # As in django-sesame, a custom packer may call them on the class.
@@ -390,7 +390,7 @@ class TestGetPacker(IsolateDjangoSesameMixin, SimpleTestCase):
             ("tests.BigUser", LongLongPacker),
         ]:
             with self.subTest(model=model), override_settings(AUTH_USER_MODEL=model):
-                self.assertIs(type(conf.packer), packer_class)
+                self.assertIs(type(current_packer()), packer_class)
 
     def test_field_types(self):
         # The packer fits the size and the signedness of each field type.
@@ -436,7 +436,7 @@ class TestGetPacker(IsolateDjangoSesameMixin, SimpleTestCase):
     def test_custom_packer(self):
         packer = get_packer()
         self.assertIs(type(packer), RepeatPacker)
-        self.assertIs(type(conf.packer), RepeatPacker)
+        self.assertIs(type(current_packer()), RepeatPacker)
 
     @override_settings(SESAME_PACKER="sesame_db.packers.StrPacker")
     def test_packer_overrides_user_model(self):

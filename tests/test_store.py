@@ -27,7 +27,7 @@ from django.test import (
 )
 from django.utils import timezone
 
-from sesame_db import store
+from sesame_db import clients, store
 from sesame_db.backends import ModelBackend
 from sesame_db.exceptions import Reason
 from sesame_db.models import IssuedToken, TokenEvent
@@ -987,8 +987,8 @@ class ClientIPTests(SimpleTestCase):
         self.assertIsNone(self.ip(remote_addr=None))
 
     def test_unknown_address_is_logged_once_per_process(self):
-        self.addCleanup(setattr, store, "_unknown_address_logged", False)
-        store._unknown_address_logged = False
+        self.addCleanup(setattr, clients, "_unknown_address_logged", False)
+        clients._unknown_address_logged = False
         with self.assertLogs("sesame_db", "DEBUG") as logs:
             self.ip(remote_addr="")
             self.ip(remote_addr="garbage\nforged log line")
@@ -1010,8 +1010,8 @@ class ClientIPTests(SimpleTestCase):
 
     @override_settings(SESAME_TRUSTED_PROXIES=1)
     def test_unknown_forwarded_address_is_logged(self):
-        self.addCleanup(setattr, store, "_unknown_address_logged", False)
-        store._unknown_address_logged = False
+        self.addCleanup(setattr, clients, "_unknown_address_logged", False)
+        clients._unknown_address_logged = False
         with self.assertLogs("sesame_db", "WARNING") as logs:
             self.ip("203.0.113.1, " + "x" * 100)
         self.assertIn(

@@ -29,6 +29,7 @@ from sesame_db.packers import get_packer
 from sesame_db.signals import token_rejected
 from sesame_db.utils import aget_user, get_token, get_user, issue_token
 from tests.mixins import AsyncNumQueriesMixin
+from tests.test_sql import SqlEqualsOrm
 from tests.usermodels.shapes import SHAPE_VARIABLE, SHAPES, Shape
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Rejections:
         self.reasons.append(reason)
 
 
-class Scenarios(AsyncNumQueriesMixin, _TestCase):
+class Scenarios(SqlEqualsOrm, AsyncNumQueriesMixin, _TestCase):
     """What must hold for every user model; ``shape`` describes the one under test."""
 
     shape: ClassVar[Shape]

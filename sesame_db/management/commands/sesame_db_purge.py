@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import router
-from django.db.models import F, Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from sesame_db.conf import conf
@@ -113,14 +113,10 @@ class Command(BaseCommand):
             if event_retention is not None
             else datetime.timedelta(seconds=conf.EVENT_RETENTION)
         )
+        # By the status rule of the model: revoked, expired or used up since
+        # before the cutoff.
         tokens = IssuedToken._default_manager.filter(
-            Q(revoked_at__lt=token_cutoff)
-            | Q(expires_at__lt=token_cutoff)
-            | Q(
-                max_uses__isnull=False,
-                use_count__gte=F("max_uses"),
-                last_used_at__lt=token_cutoff,
-            )
+            IssuedToken.stopped_before_condition(token_cutoff)
         )
         events = TokenEvent._default_manager.filter(created_at__lt=event_cutoff)
         if dry_run:

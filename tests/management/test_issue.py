@@ -14,8 +14,7 @@ from sesame_db.management.commands.sesame_db_issue import Command, add_token
 from sesame_db.management.users import find_user
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user
-
-from .mixins import CreateUserMixin
+from tests.mixins import CreateUserMixin
 
 NOW = datetime.datetime(2025, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
 

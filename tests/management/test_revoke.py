@@ -10,8 +10,7 @@ from django.test import TestCase
 from sesame_db.management.commands.sesame_db_revoke import Command
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user, issue_token
-
-from .mixins import CreateUserMixin
+from tests.mixins import CreateUserMixin
 
 
 class RevokeCommandTests(CreateUserMixin, TestCase):

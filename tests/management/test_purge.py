@@ -12,8 +12,7 @@ from django.utils import timezone
 
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import issue_token
-
-from .mixins import CreateUserMixin
+from tests.mixins import CreateUserMixin
 
 DAY = datetime.timedelta(days=1)
 

@@ -1,0 +1,403 @@
+"""
+The prebuilt SQL of the store's hot path: the ``SELECT`` of a token with its user, and the conditional ``UPDATE`` that counts a use.
+
+Each statement is built once per database from the models' metadata, rather
+than compiled by the ORM on every use, and converts values as the ORM would:
+``tests/test_sql.py`` proves that both return the same rows and values, on
+SQLite and PostgreSQL, for several user models. The models are reached
+through the app registry when called, like the store's.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist
+from django.core.signals import setting_changed
+from django.db import connections, transaction
+from django.db.models import (
+    DateTimeField,
+    Exists,
+    Field,
+    ForeignKey,
+    Model,
+    OuterRef,
+    Q,
+)
+from django.db.models.expressions import Expression, RawSQL
+from django.db.models.manager import BaseManager
+from django.dispatch import receiver
+
+from .exceptions import InvalidToken, Reason
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
+
+    from .models import IssuedToken, TokenEvent
+
+__all__ = ["consume", "fetch"]
+
+
+def get_models() -> tuple[type[IssuedToken], type[TokenEvent]]:
+    return apps.get_model("sesame_db", "IssuedToken"), apps.get_model(
+        "sesame_db", "TokenEvent"
+    )
+
+
+# Stands for the time of the use among the parameters of a prebuilt statement.
+_USE_TIME = object()
+
+
+class _UseTime(Expression):
+    """The time of the use in a condition compiled once: a parameter bound on each execution."""
+
+    output_field = DateTimeField()
+
+    def as_sql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, Any]:
+        return "%s", (_USE_TIME,)
+
+
+def _hides_users(User: type[Model]) -> bool:
+    # A default manager that overrides get_queryset() may hide users (soft
+    # deletion). Its condition may change with time or context (the current
+    # tenant), so it's compiled on each use rather than with the SQL.
+    manager = User._default_manager
+    return type(manager).get_queryset is not BaseManager.get_queryset
+
+
+class _Select:
+    """A prebuilt ``SELECT`` of a token joined to its user, with the converters of each column."""
+
+    def __init__(self, db: str) -> None:
+        IssuedToken, _ = get_models()
+        user_field = IssuedToken._meta.get_field("user")
+        assert isinstance(user_field, ForeignKey)
+        User: type[Model] = user_field.related_model
+        connection = connections[db]
+
+        def column(alias: str, field: Field[Any, Any]) -> str:
+            return f"{alias}.{connection.ops.quote_name(str(field.column))}"
+
+        def table(model: type[Model]) -> str:
+            return str(connection.ops.quote_name(model._meta.db_table))
+
+        self.token_model = IssuedToken
+        self.user_model = User
+        self.hides_users = _hides_users(User)
+        # With multi-table inheritance, user fields span several tables:
+        # leave those models to the ORM. Proxy models share their table.
+        self.sql: str | None = None
+        concrete = User._meta.concrete_model
+        assert concrete is not None
+        if concrete._meta.parents:
+            return
+        self.token_fields: list[Field[Any, Any]] = list(
+            IssuedToken._meta.concrete_fields
+        )
+        self.user_fields: list[Field[Any, Any]] = list(User._meta.concrete_fields)
+        columns = [column("t", f) for f in self.token_fields] + [
+            column("u", f) for f in self.user_fields
+        ]
+        self.sql_select = f"SELECT {', '.join(columns)}"
+        self.sql_from = (
+            f" FROM {table(IssuedToken)} t "
+            f"INNER JOIN {table(User)} u ON {column('u', user_field.target_field)} = {column('t', user_field)} "
+            f"WHERE {column('t', IssuedToken._meta.pk)} = %s"
+        )
+        self.sql = self.sql_select + self.sql_from
+        # The user's key in the outer query, for the default manager's
+        # subquery, when it may hide users.
+        self.user_pk = RawSQL(column("u", User._meta.pk), ())
+        # What the ORM would apply to each value: backend and field converters.
+        self.converters: list[tuple[int, list[Callable[..., Any]], Any]] = []
+        for index, field in enumerate(self.token_fields + self.user_fields):
+            col = field.get_col("t")
+            functions = [
+                *connection.ops.get_db_converters(col),
+                *col.get_db_converters(connection),
+            ]
+            if functions:
+                self.converters.append((index, functions, col))
+        self.token_attnames = [f.attname for f in self.token_fields]
+        self.user_attnames = [f.attname for f in self.user_fields]
+
+    def visible_sql(self, db: str) -> tuple[str, tuple[Any, ...]]:
+        """Compile ``EXISTS`` (the user is among the default manager's), correlated to the outer query."""
+        queryset = self.user_model._default_manager.db_manager(db).get_queryset()
+        query = queryset.query.exists(limit=False)
+        query.add_q(Q(pk=self.user_pk))
+        sql, params = query.get_compiler(db, elide_empty=False).as_sql()
+        return f"EXISTS ({sql})", tuple(params)
+
+
+@functools.cache
+def _select(db: str) -> _Select:
+    return _Select(db)
+
+
+@receiver(setting_changed, dispatch_uid="sesame_db.sql.clear_sql")
+def clear_sql(*, setting: str, **kwargs: Any) -> None:
+    # The prebuilt SQL depends on the database engine and the user model.
+    if setting in ("DATABASES", "AUTH_USER_MODEL"):
+        _select.cache_clear()
+        _consume_statements.cache_clear()
+
+
+def _hidden_user(pk: int) -> InvalidToken:
+    # Like a stateless token whose user the default manager doesn't find.
+    reason = Reason.UNKNOWN_USER
+    return InvalidToken(
+        reason, "Stored token %d rejected: %s", pk, reason.value, token_id=pk
+    )
+
+
+def fetch(db: str, pk: int) -> IssuedToken | None:
+    """
+    Load token ``pk`` and its user in one query, or return :obj:`None`.
+
+    This equals ``select_related("user").get(pk=pk)``, without compiling the
+    query on every use: it's the hot path of every use.
+
+    The user is loaded as the user model's default manager would, like a
+    stateless token's: if that manager hides the user (soft deletion), raise
+    :exc:`~sesame_db.exceptions.InvalidToken` with
+    :attr:`~sesame_db.exceptions.Reason.UNKNOWN_USER`. Only its condition is
+    compiled on each use, still in the same query.
+
+    """
+    select = _select(db)
+    if select.sql is None:
+        queryset = select.token_model._default_manager.using(db).select_related("user")
+        if select.hides_users:
+            users = select.user_model._default_manager.db_manager(db).get_queryset()
+            queryset = queryset.annotate(
+                sesame_db_visible=Exists(users.filter(pk=OuterRef("user_id")))
+            )
+        record = queryset.filter(pk=pk).first()
+        if record is not None and not getattr(record, "sesame_db_visible", True):
+            raise _hidden_user(pk)
+        return record
+    sql, params = select.sql, [pk]
+    if select.hides_users:
+        visible, visible_params = select.visible_sql(db)
+        sql = f"{select.sql_select}, {visible}{select.sql_from}"
+        params = [*visible_params, pk]
+    connection = connections[db]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if select.hides_users and not row[-1]:
+        raise _hidden_user(pk)
+    values = list(row)
+    for index, functions, column in select.converters:
+        for function in functions:
+            values[index] = function(values[index], column, connection)
+    split = len(select.token_attnames)
+    record = select.token_model.from_db(db, select.token_attnames, values[:split])
+    user = select.user_model.from_db(
+        db, select.user_attnames, values[split : split + len(select.user_attnames)]
+    )
+    record.user = user  # type: ignore[assignment]
+    return record
+
+
+def _guarded_fields(
+    User: type[Model], password: bool, email: bool
+) -> list[Field[Any, Any]]:
+    """Return the columns of ``User`` that the checks of :func:`~sesame_db.store.redeem` read."""
+    # What tokens_store.user_digest() covers, and what the default
+    # user_can_authenticate() reads. A name that isn't a column (a property,
+    # or AbstractBaseUser's is_active = True) can't change under us.
+    names = []
+    if password:
+        names.append("password")
+    if email:
+        names.append(User.get_email_field_name())  # type: ignore[attr-defined]
+    names.append("is_active")
+    fields = []
+    for name in names:
+        try:
+            field = User._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        if isinstance(field, Field) and field.concrete and field not in fields:
+            fields.append(field)
+    return fields
+
+
+@functools.cache
+def _consume_statements(
+    db: str, audit: bool, password: bool, email: bool
+) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Field[Any, Any], ...]]:
+    """
+    Build the SQL of :func:`consume` for database ``db``.
+
+    Return the statements; the parameters of the status condition, where
+    ``_USE_TIME`` stands for the time of the use; and the user fields whose
+    values they take as parameters after those of the token, in this order.
+
+    """
+    IssuedToken, TokenEvent = get_models()
+    connection = connections[db]
+    qn = connection.ops.quote_name
+    t = {f.name: qn(f.column) for f in IssuedToken._meta.concrete_fields if f.column}
+    e = {f.name: qn(f.column) for f in TokenEvent._meta.concrete_fields if f.column}
+    token_table = qn(IssuedToken._meta.db_table)
+    # The condition of an active token, from the status rule, compiled by the
+    # ORM once; the time of the use is bound on each execution.
+    active = (
+        IssuedToken._base_manager.db_manager(db)
+        .filter(IssuedToken.status_condition(IssuedToken.Status.ACTIVE, _UseTime()))
+        .query
+    )
+    active_sql, active_params = active.get_compiler(db).compile(active.where)
+    update = (
+        f"UPDATE {token_table} "
+        f"SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
+        f"WHERE {t['id']} = %s AND {active_sql}"
+    )
+    user_field = IssuedToken._meta.get_field("user")
+    assert isinstance(user_field, ForeignKey)
+    User: type[Model] = user_field.related_model
+    guarded = _guarded_fields(User, password, email)
+    if guarded:
+        # A compare-and-set on the user's row: it still holds the values that
+        # were checked. With multi-table inheritance, they may live in the
+        # tables of parent models, joined through their parent links.
+        concrete = User._meta.concrete_model
+        assert concrete is not None
+        aliases: dict[type[Model], str] = {concrete: "u"}
+
+        def column(alias: str, field: Any) -> str:
+            return f"{alias}.{qn(str(field.column))}"
+
+        joins = ""
+        for field in guarded:
+            for path in concrete._meta.get_path_to_parent(field.model):
+                parent = path.to_opts.model
+                if parent not in aliases:
+                    aliases[parent] = alias = f"u{len(aliases)}"
+                    joins += (
+                        f" INNER JOIN {qn(path.to_opts.db_table)} {alias} "
+                        f"ON {column(alias, path.target_fields[0])} = "
+                        f"{column(aliases[path.from_opts.model], path.join_field)}"
+                    )
+        # NULL-safe equality where the column allows NULL; elsewhere, "="
+        # never matches NULL, which refuses the use rather than allowing it.
+        same = {"postgresql": "IS NOT DISTINCT FROM", "sqlite": "IS"}.get(
+            connection.vendor, "="
+        )
+        conditions = "".join(
+            f" AND {column(aliases[field.model], field)} {same if field.null else '='} %s"
+            for field in guarded
+        )
+        update += (
+            f" AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
+            f"WHERE {column('u', user_field.target_field)} = {token_table}.{t['user']}{conditions})"
+        )
+    if not audit:
+        return (update,), tuple(active_params), tuple(guarded)
+    insert = (
+        f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
+        f"{e['user']}, {e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
+    )
+    used = f"'{TokenEvent.Kind.USED.value}'"
+    if connection.vendor == "postgresql":
+        # One statement, atomic by itself: one round trip.
+        return (
+            (
+                f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
+                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used",
+            ),
+            tuple(active_params),
+            tuple(guarded),
+        )
+    return (
+        (
+            update,
+            f"{insert}VALUES (%s, {used}, '', %s, %s, %s, '', %s, %s, %s, %s)",
+        ),
+        tuple(active_params),
+        tuple(guarded),
+    )
+
+
+def consume(
+    record: IssuedToken,
+    now: datetime.datetime,
+    db: str,
+    *,
+    password: bool,
+    email: bool,
+    scope: str,
+    info: dict[str, Any] | None,
+) -> bool:
+    """
+    Count one use of ``record`` in ``scope`` if the database still allows it, and audit it unless ``info`` is :obj:`None`.
+
+    The status rule is repeated in the ``UPDATE``, so that concurrent
+    redemptions cannot exceed ``max_uses`` or follow a revocation: the row
+    count decides. The ``UPDATE`` also requires that the user's row still
+    holds the values that :func:`~sesame_db.store.redeem` checked: the
+    password hash (if ``password``), the email (if ``email``) that the user
+    digest covers, and ``is_active``. So a password change or a deactivation
+    committed since the ``SELECT`` stops the use. On PostgreSQL, the update
+    and the audit insert are one statement; elsewhere, two in one
+    transaction.
+
+    ``info`` holds the audit fields of :func:`~sesame_db.clients.client_info`.
+
+    """
+    connection = connections[db]
+    audit = info is not None
+    statements, active_params, guarded = _consume_statements(db, audit, password, email)
+    moment = connection.ops.adapt_datetimefield_value(now)
+    params: list[Any] = [
+        moment,
+        moment,
+        record.pk,
+        *[moment if param is _USE_TIME else param for param in active_params],
+    ]
+    if guarded:
+        user = record.user
+        params += [
+            field.get_db_prep_value(getattr(user, field.attname), connection)
+            for field in guarded
+        ]
+    values: list[Any] = []
+    if info is not None:
+        ip = info.get("ip")
+        values = [
+            moment,
+            scope,
+            None if ip is None else connection.ops.adapt_ipaddressfield_value(ip),
+            info.get("user_agent", ""),
+            info.get("method", ""),
+            info.get("path", ""),
+        ]
+    if len(statements) == 1:
+        with connection.cursor() as cursor:
+            cursor.execute(statements[0], params + values)
+            return bool(cursor.rowcount == 1)
+    update, insert = statements
+    with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
+        cursor.execute(update, params)
+        if cursor.rowcount != 1:
+            return False
+        # The driver gets what the ORM would send: a UUID key becomes a
+        # string on SQLite, for example.
+        user_id = record._meta.get_field("user").get_db_prep_value(
+            record.user_id, connection
+        )
+        cursor.execute(insert, [values[0], record.pk, user_id, *values[1:]])
+    return True
