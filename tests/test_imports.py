@@ -4,10 +4,8 @@ Check the package's import graph: no circles, and imports run one way.
 The graph is drawn from the source with :mod:`ast`, so it holds every import
 of a ``sesame_db`` module: at module level, inside functions (a deferred
 import is still an arrow) and under ``if TYPE_CHECKING:`` (a type is a
-dependency too, and the issue counts ``store -> models`` among the circles). ``docs/internals.rst`` draws the layers that :data:`LAYERS` lists.
-
-Tests marked ``@unittest.expectedFailure`` wait for another branch of the
-architecture issue (#12), named in a comment: remove the marker once it lands.
+dependency too, and the issue counts ``store -> models`` among the
+circles). ``docs/internals.rst`` draws the layers that :data:`LAYERS` lists.
 
 """
 
@@ -18,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import unittest
 from pathlib import Path
 
 from django.test import SimpleTestCase
@@ -255,13 +252,9 @@ class ImportDirectionTests(SimpleTestCase):
             missing, [], "add these modules to LAYERS and to docs/internals.rst"
         )
 
-    # Waits for arch-store: conf <-> packers, managers -> store -> models -> managers.
-    @unittest.expectedFailure
     def test_no_cycles(self):
         self.assertEqual(cycles(import_graph()), [])
 
-    # Waits for arch-store: conf -> packers, managers -> store.
-    @unittest.expectedFailure
     def test_imports_run_down(self):
         upward = []
         for name, targets in import_graph().items():
@@ -310,8 +303,6 @@ class TargetLayoutTests(SimpleTestCase):
         }
         self.assertEqual(set(graph["sesame_db.backends"]) & below, set())
 
-    # Waits for arch-store.
-    @unittest.expectedFailure
     def test_store(self):
         self.assertModules(["sesame_db.sql", "sesame_db.clients"])
         graph = import_graph()
