@@ -379,3 +379,33 @@ class BadTokenTests(CreateUserMixin, TestCase):
                 self.client.get(url, {"sesame": get_token(self.user)})
                 self.assertEqual(self.client.session[SESSION_KEY], str(self.user.pk))
                 self.assertNotEqual(self.client.session.session_key, planted)
+
+
+@override_settings(
+    ROOT_URLCONF="tests.attack_urls",
+    MIDDLEWARE=WITH_MIDDLEWARE,
+    SESAME_CONFIRM=False,
+)
+class MiddlewareInFrontTests(CreateUserMixin, TestCase):
+    """The middleware leaves a token to the view that checks it: one use, by the view."""
+
+    def test_view_uses_the_token_once(self):
+        answers = {
+            "/default/decorator/": (200, b"john GET"),
+            "/default/adecorator/": (200, b"john GET"),
+            "/default/mixin/": (200, b"john GET"),
+            "/default/permanent/": (200, b"john GET"),
+            "/default/drf/": (200, b'"john GET"'),
+            # LoginView's redirect, not the middleware's.
+            "/default/login/": (302, b""),
+        }
+        for url, (status, content) in answers.items():
+            with self.subTest(url=url):
+                token, record = issue_token(self.user, max_uses=2)
+                response = self.client.get(url, {"sesame": token})
+                self.assertEqual(response.status_code, status)
+                self.assertEqual(response.content, content)
+                if status == 302:
+                    self.assertEqual(response["Location"], "/done/")
+                record.refresh_from_db()
+                self.assertEqual(record.use_count, 1)
