@@ -23,7 +23,8 @@ import ipaddress
 import math
 import sys
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from types import TracebackType
 
 from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
@@ -200,8 +201,7 @@ async def acheck(request: HttpRequest | None, token_id: int | None) -> None:
         await sync_to_async(check)(request, token_id)
 
 
-@contextlib.contextmanager
-def pending(request: HttpRequest | None, token_id: int | None) -> Iterator[None]:
+class pending:  # lower case, like the context manager functions of this module
     """
     Give back the attempt counted by :func:`check` unless the block rejects the token.
 
@@ -210,14 +210,25 @@ def pending(request: HttpRequest | None, token_id: int | None) -> Iterator[None]
     was neither accepted nor rejected.
 
     """
-    try:
-        yield
-    except InvalidToken:
-        raise
-    except BaseException:
-        release(request, token_id)
-        raise
-    release(request, token_id)
+
+    # A class rather than a generator: it's on the path of every token.
+    __slots__ = ("request", "token_id")
+
+    def __init__(self, request: HttpRequest | None, token_id: int | None) -> None:
+        self.request = request
+        self.token_id = token_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None or not issubclass(exc_type, InvalidToken):
+            release(self.request, self.token_id)
 
 
 @contextlib.asynccontextmanager
@@ -278,10 +289,7 @@ def _forget_rejection(
     _release(cache, [link])
 
 
-@contextlib.contextmanager
-def auditing(
-    request: HttpRequest | None, exc: InvalidToken, scope: str
-) -> Iterator[bool]:
+class auditing:  # lower case, like the context manager functions of this module
     """
     Tell whether to record the rejection ``exc`` of a stored link in the audit trail.
 
@@ -294,13 +302,35 @@ def auditing(
     counted as recorded.
 
     """
-    audit = _first_rejection(request, exc, scope)
-    try:
-        yield audit
-    except BaseException:
-        if audit and exc.token_id is not None and conf.AUDIT:
-            _forget_rejection(request, exc, scope)
-        raise
+
+    # A class rather than a generator: it's on the path of every rejection.
+    __slots__ = ("audit", "exc", "request", "scope")
+
+    def __init__(
+        self, request: HttpRequest | None, exc: InvalidToken, scope: str
+    ) -> None:
+        self.request = request
+        self.exc = exc
+        self.scope = scope
+        self.audit = False
+
+    def __enter__(self) -> bool:
+        self.audit = _first_rejection(self.request, self.exc, self.scope)
+        return self.audit
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if (
+            exc_type is not None
+            and self.audit
+            and self.exc.token_id is not None
+            and conf.AUDIT
+        ):
+            _forget_rejection(self.request, self.exc, self.scope)
 
 
 @contextlib.asynccontextmanager

@@ -5,11 +5,11 @@ Create tokens and authenticate users with them.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -48,8 +48,7 @@ logger = logging.getLogger("sesame_db")
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
-@contextlib.contextmanager
-def database_unavailable() -> Iterator[None]:
+class database_unavailable:  # lower case, like a context manager function
     """
     Turn the database errors of the block into :exc:`~sesame_db.exceptions.DatabaseUnavailable`, and log them.
 
@@ -57,11 +56,24 @@ def database_unavailable() -> Iterator[None]:
     one too, since :func:`~django.contrib.auth.login` writes to the database.
 
     """
-    try:
-        yield
-    except DATABASE_ERRORS as exc:
-        logger.error("Cannot use a token: the database failed: %s", exc, exc_info=exc)
-        raise DatabaseUnavailable(f"cannot use the token: {exc}") from exc
+
+    # A class rather than a generator: it's on the path of every token.
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, DATABASE_ERRORS):
+            logger.error(
+                "Cannot use a token: the database failed: %s", exc, exc_info=exc
+            )
+            raise DatabaseUnavailable(f"cannot use the token: {exc}") from exc
 
 
 def _create_token(
@@ -347,10 +359,8 @@ def get_user(
 
     """
     request, token = _split(request_or_token, token)
-    try:
-        return _check_user(request, token, scope, max_age, bool(update_last_login))
-    except InvalidToken:
-        return None
+    user, _ = _check_user(request, token, scope, max_age, bool(update_last_login))
+    return user
 
 
 async def aget_user(
@@ -363,12 +373,10 @@ async def aget_user(
 ) -> AbstractBaseUser | None:
     """See :func:`get_user`."""
     request, token = _split(request_or_token, token)
-    try:
-        return await _acheck_user(
-            request, token, scope, max_age, bool(update_last_login)
-        )
-    except InvalidToken:
-        return None
+    user, _ = await _acheck_user(
+        request, token, scope, max_age, bool(update_last_login)
+    )
+    return user
 
 
 def check_user(
@@ -391,7 +399,10 @@ def check_user(
 
     """
     request, token = _split(request_or_token, token)
-    return _check_user(request, token, scope, max_age, update_last_login)
+    user, rejection = _check_user(request, token, scope, max_age, update_last_login)
+    if rejection is not None:
+        raise rejection
+    return user
 
 
 async def acheck_user(
@@ -404,7 +415,12 @@ async def acheck_user(
 ) -> AbstractBaseUser | None:
     """See :func:`check_user`."""
     request, token = _split(request_or_token, token)
-    return await _acheck_user(request, token, scope, max_age, update_last_login)
+    user, rejection = await _acheck_user(
+        request, token, scope, max_age, update_last_login
+    )
+    if rejection is not None:
+        raise rejection
+    return user
 
 
 def _rejection(
@@ -428,9 +444,9 @@ def _check_user(
     scope: str,
     max_age: float | datetime.timedelta | None,
     update_last_login: bool,
-) -> AbstractBaseUser | None:
+) -> tuple[AbstractBaseUser | None, InvalidToken | None]:
     if token is None:
-        return None
+        return None, None
     with database_unavailable():
         # authenticate() sets user.backend, which login() needs; the
         # backend returns None for a rejected token, and verify tells why.
@@ -438,12 +454,11 @@ def _check_user(
             user: AbstractBaseUser | None = authenticate(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
-        if user is None:
-            raise _rejection(request, rejections)
-        if update_last_login and not conf.ONE_TIME:
+        if user is not None and update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             user.save(update_fields=["last_login"])
-    return user
+    # The rejection is returned, not raised: get_user() has no use for it.
+    return (None, _rejection(request, rejections)) if user is None else (user, None)
 
 
 async def _acheck_user(
@@ -452,17 +467,15 @@ async def _acheck_user(
     scope: str,
     max_age: float | datetime.timedelta | None,
     update_last_login: bool,
-) -> AbstractBaseUser | None:
+) -> tuple[AbstractBaseUser | None, InvalidToken | None]:
     if token is None:
-        return None
+        return None, None
     with database_unavailable():
         with verify.capture() as rejections:
             user: AbstractBaseUser | None = await aauthenticate(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
-        if user is None:
-            raise _rejection(request, rejections)
-        if update_last_login and not conf.ONE_TIME:
+        if user is not None and update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             await user.asave(update_fields=["last_login"])
-    return user
+    return (None, _rejection(request, rejections)) if user is None else (user, None)

@@ -26,10 +26,9 @@ entry points turn it into a response (:mod:`sesame_db.responses`).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import datetime
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -60,8 +59,7 @@ _rejections: contextvars.ContextVar[list[InvalidToken] | None] = contextvars.Con
 )
 
 
-@contextlib.contextmanager
-def capture() -> Iterator[list[InvalidToken]]:
+class capture:  # lower case, like a context manager function
     """
     Collect the rejections of the tokens checked in the block, in a list.
 
@@ -70,12 +68,17 @@ def capture() -> Iterator[list[InvalidToken]]:
     in this block to learn why one didn't, such as rate limiting.
 
     """
-    rejections: list[InvalidToken] = []
-    reset = _rejections.set(rejections)
-    try:
-        yield rejections
-    finally:
-        _rejections.reset(reset)
+
+    # A class rather than a generator: it's on the path of every token.
+    __slots__ = ("rejections", "reset")
+
+    def __enter__(self) -> list[InvalidToken]:
+        self.rejections: list[InvalidToken] = []
+        self.reset = _rejections.set(self.rejections)
+        return self.rejections
+
+    def __exit__(self, *exc_info: object) -> None:
+        _rejections.reset(self.reset)
 
 
 def _rejected(exc: InvalidToken) -> None:
