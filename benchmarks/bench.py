@@ -277,14 +277,38 @@ class Unavailable(Exception):
     """PostgreSQL can't be used here; the message says why."""
 
 
+def start_durable_cluster() -> dict[str, Any]:
+    """
+    Start a throwaway PostgreSQL cluster with durable settings; return database settings for it.
+
+    :func:`tests.postgres.start_cluster` starts it, with fsync,
+    synchronous_commit and full_page_writes on (PostgreSQL's defaults, which
+    the test suite turns off) and autovacuum on, as on a real server. It's
+    destroyed when the process exits. Raise :exc:`Unavailable` if it can't
+    start.
+
+    """
+    from tests import postgres
+
+    try:
+        cluster = postgres.start_cluster(settings={**DURABLE, "autovacuum": "on"})
+    except postgres.Unavailable as exc:
+        raise Unavailable(str(exc)) from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": cluster.socket_dir,
+        "USER": "postgres",
+        "NAME": "postgres",
+    }
+
+
 def durable_cluster_settings() -> dict[str, Any]:
     """
-    Return database settings for a durable PostgreSQL server.
+    Return database settings for PostgreSQL: a durable throwaway cluster, or the given server.
 
-    Start a throwaway cluster with :func:`tests.postgres.start_cluster` and
-    fsync, synchronous_commit and full_page_writes on, or use the server that
-    ``SESAME_TEST_PGHOST`` names, as it is. Raise :exc:`Unavailable` if
-    neither the driver nor a server is there.
+    Use the server that ``SESAME_TEST_PGHOST`` names, as it is (its settings
+    are printed), or else :func:`start_durable_cluster`. Raise
+    :exc:`Unavailable` if the driver or the server is missing.
 
     """
     from tests import postgres
@@ -300,21 +324,11 @@ def durable_cluster_settings() -> dict[str, Any]:
             return postgres.database_settings()
         except postgres.Unavailable as exc:
             raise Unavailable(str(exc)) from None
-    try:
-        # autovacuum on, as on a real server; the test suite turns it off.
-        cluster = postgres.start_cluster(settings={**DURABLE, "autovacuum": "on"})
-    except postgres.Unavailable as exc:
-        raise Unavailable(str(exc)) from None
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": cluster.socket_dir,
-        "USER": "postgres",
-        "NAME": "postgres",
-    }
+    return start_durable_cluster()
 
 
-def show_settings(connection: BaseDatabaseWrapper) -> dict[str, str]:
-    """Return the values of :data:`SHOWN_SETTINGS` in force on a PostgreSQL connection."""
+def show_settings(connection: Any) -> dict[str, str]:
+    """Return the values of :data:`SHOWN_SETTINGS` in force on a PostgreSQL connection (Django's or psycopg's)."""
     values = {}
     with connection.cursor() as cursor:
         for name in SHOWN_SETTINGS:
@@ -568,7 +582,7 @@ def get_user_john() -> AbstractUser:
         user = User._default_manager.create_user(
             "john", email="john@example.com", password="letmein"
         )
-    return user  # type: ignore[return-value]
+    return user
 
 
 def bulk_users(count: int) -> list[AbstractUser]:
@@ -1027,29 +1041,36 @@ def purge_child(database: dict[str, Any], mode: str) -> None:
     if mode != "idle":
         call_command("sesame_db_purge", stdout=output)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"seconds": elapsed, "output": output.getvalue().strip()}))
+    report = {"rss": peak_rss(), "seconds": elapsed, "output": output.getvalue()}
+    print(json.dumps(report))
 
 
-def peak_rss_of(args: list[str]) -> tuple[int, str]:
-    """Run ``args`` in a child process; return its peak RSS in bytes and its standard output."""
-    with tempfile.TemporaryFile() as stdout:
-        process = subprocess.Popen(args, stdout=stdout)
-        # wait4() returns the resource usage of this child only, unlike
-        # getrusage(RUSAGE_CHILDREN), the maximum over every child so far.
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        text = stdout.read().decode()
-    if process.returncode != 0:
-        raise RuntimeError(f"{args[-1]} exited with {process.returncode}")
+def peak_rss() -> int:
+    """
+    Return the peak resident set size of this process, in bytes.
+
+    On Linux, VmHWM of /proc/self/status: it starts afresh at exec, unlike
+    ``ru_maxrss``, which keeps the peak of the process before exec, that is,
+    of the parent it was forked from. Elsewhere, ``ru_maxrss``.
+
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except OSError:
+        pass
+    import resource
+
     # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
     scale = 1 if sys.platform == "darwin" else 1024
-    return usage.ru_maxrss * scale, text
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def measure_purge(database: dict[str, Any], mode: str = "purge") -> PurgeResult:
     """
-    Run ``sesame_db_purge`` on ``database`` in a child process; return its peak RSS.
+    Run ``sesame_db_purge`` on ``database`` in a child process; return the child's peak RSS.
 
     ``mode`` "idle" sets up Django and connects without purging, for the
     resident memory of Django alone; "migrate" migrates an empty database
@@ -1063,11 +1084,21 @@ def measure_purge(database: dict[str, Any], mode: str = "purge") -> PurgeResult:
             if key in database
         }
     )
-    peak, text = peak_rss_of(
-        [sys.executable, "-m", "benchmarks.bench", "--purge-child", mode, settings_json]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--purge-child",
+            mode,
+            settings_json,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
     )
-    report = json.loads(text.strip().splitlines()[-1])
-    return PurgeResult(peak, report["seconds"], report["output"])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return PurgeResult(report["rss"], report["seconds"], report["output"].strip())
 
 
 def size_and_purge(
@@ -1155,8 +1186,10 @@ def size_and_purge(
             fill(alias, record, total, purgeable=True)
         connections[alias].close()
         results.append(measure_purge(connections[alias].settings_dict))
-    rows = [("process", "peak RSS", "seconds", "sesame_db_purge output")]
-    rows.append(
+    purge_rows: list[tuple[str, ...]] = [
+        ("process", "peak RSS", "seconds", "sesame_db_purge output")
+    ]
+    purge_rows.append(
         (
             "Django set up and connected, no purge",
             f"{results[0].peak_rss / 2**20:.1f} MiB",
@@ -1165,7 +1198,7 @@ def size_and_purge(
         )
     )
     for size, result in zip(purge_sizes, results[1:], strict=True):
-        rows.append(
+        purge_rows.append(
             (
                 f"sesame_db_purge, {power(size)} purgeable links",
                 f"{result.peak_rss / 2**20:.1f} MiB",
@@ -1173,12 +1206,12 @@ def size_and_purge(
                 result.output.replace("\n", " "),
             )
         )
-    print_rows(rows)
+    print_rows(purge_rows)
     print(
         f"\npeak RSS, {power(purge_sizes[1])} / {power(purge_sizes[0])} links:"
         f" {results[2].peak_rss / results[1].peak_rss:.2f}x (information: batches"
-        "\nshould keep it flat). Peak RSS of the whole child process (os.wait4's"
-        "\nru_maxrss): the interpreter, Django and the driver included."
+        "\nshould keep it flat). Peak RSS of the whole child process (VmHWM):"
+        "\nthe interpreter, Django and the driver included."
     )
 
 
