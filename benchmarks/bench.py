@@ -1238,7 +1238,8 @@ def goals_rows(
             (
                 goal.text,
                 f"<= {goal.limit}x",
-                f"{value:.2f}x",
+                # Enough digits to tell 0.049x from 0.051x.
+                f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x",
                 "met" if value <= goal.limit else "not met",
             )
         )

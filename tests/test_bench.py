@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -135,6 +136,24 @@ class GoalsTests(SimpleTestCase):
         table = bench.rst_table([("a", "bb"), ("ccc", "d")])
         self.assertEqual(
             table.splitlines(), ["===  ==", "a    bb", "===  ==", "ccc  d", "===  =="]
+        )
+
+
+class UnavailableTests(SimpleTestCase):
+    def test_missing_postgresql_is_an_error_in_ci(self):
+        # A server can't be made to be missing here: make its start fail.
+        def unavailable():
+            raise bench.Unavailable("no server here")
+
+        with (
+            mock.patch.object(bench, "durable_cluster_settings", unavailable),
+            mock.patch.dict(os.environ, {"CI": "true"}),
+            self.assertRaises(SystemExit) as caught,
+        ):
+            bench.main(["--quick", "--db", "postgresql"])
+        self.assertEqual(
+            str(caught.exception),
+            "PostgreSQL is unavailable, and CI is set: no server here",
         )
 
 
