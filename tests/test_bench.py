@@ -120,16 +120,21 @@ class GoalsTests(SimpleTestCase):
             "get_user": "0.95",
             "forged:sqlite": "1 queries",
             "stored:sqlite": "0.6",
+            "forged:postgresql": "0.0496 0.04 0.06",
         }
-        rows = bench.goals_rows(figures, {"postgresql": "no server"})
+        skipped = {"postgresql": "no server", "stored:postgresql": "not durable"}
+        rows = bench.goals_rows(figures, skipped)
         verdicts = {row[0]: row[3] for row in rows[1:]}
         texts = {goal.key: goal.text for goal in bench.GOALS}
         self.assertEqual(verdicts[texts["get_token"]], "met")
         self.assertEqual(verdicts[texts["get_user"]], "not met")
         self.assertEqual(verdicts[texts["forged:sqlite"]], "not met")
         self.assertEqual(verdicts[texts["stored:sqlite"]], "met")
-        self.assertEqual(verdicts[texts["stored:postgresql"]], "skipped: no server")
-        self.assertEqual(verdicts[texts["forged:postgresql"]], "skipped: no server")
+        self.assertEqual(verdicts[texts["stored:postgresql"]], "skipped: not durable")
+        self.assertEqual(verdicts[texts["forged:postgresql"]], "met")
+        shown = {row[0]: row[2] for row in rows[1:]}
+        self.assertEqual(shown[texts["forged:postgresql"]], "0.050x [0.040-0.060]")
+        self.assertEqual(shown[texts["forged:sqlite"]], "1 queries")
         self.assertEqual(len(rows), 1 + len(bench.GOALS) + 1)  # + the load test's
 
     def test_rst_table(self):
