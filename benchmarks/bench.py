@@ -26,8 +26,8 @@ projects configure, Django's ``ModelBackend`` and their own. The operations
 of a table are timed in interleaved rounds: each round times a batch of calls
 of every operation, starting with a different one each round, so that a drift
 of the machine's load hits all of them. Each figure is the median over the
-rounds, with its interquartile range; a ratio is the ratio of the medians,
-with the interquartile range of the ratios of the same round.
+rounds, with its interquartile range; a ratio is the median of the ratios of
+the batches of each round, with their interquartile range.
 
 PostgreSQL runs on a throwaway cluster that :func:`tests.postgres.start_cluster`
 starts with fsync, synchronous_commit and full_page_writes on, PostgreSQL's
@@ -463,12 +463,17 @@ def measure(cases: list[Case], rounds: int, min_time: float) -> None:
 
 
 def ratio(case: Case, baseline: Case) -> tuple[float, Summary]:
-    """Return the ratio of the medians of ``case`` and ``baseline``, and a summary of the ratios of each round."""
-    # A case with fewer rounds is compared with the same rounds of the baseline.
+    """
+    Return the median of the ratios of ``case`` to ``baseline`` in each round, and their summary.
+
+    Each ratio pairs two batches of the same round, timed a moment apart, so
+    that a drift of the machine's load cancels out; a case with fewer rounds
+    is paired with the first rounds of the baseline.
+
+    """
     rounds = min(len(case.samples), len(baseline.samples))
-    paired = [case.samples[i] / baseline.samples[i] for i in range(rounds)]
-    median = statistics.median(baseline.samples[:rounds])
-    return case.summary.median / median, summarize(paired)
+    spread = summarize([case.samples[i] / baseline.samples[i] for i in range(rounds)])
+    return spread.median, spread
 
 
 def captured_queries(func: Callable[[], object], alias: str) -> list[str]:
@@ -758,8 +763,8 @@ def stateless_table(rounds: int, min_time: float, figures: dict[str, str]) -> No
         )
     print_rows(rows)
     print(
-        "\nµs: median per call [interquartile range] over the rounds; ratio ="
-        "\nsesame_db / django-sesame, medians, [IQR of the ratios of each round]."
+        "\nµs: median per call [interquartile range] over the rounds; ratio:"
+        "\nsesame_db / django-sesame, the median [IQR] of the ratios of each round."
     )
 
 
@@ -924,8 +929,8 @@ def store_table(
         else f"{len(main['stored_forged'].queries)} queries"
     )
     print(
-        "\nratio = median µs / django-sesame's valid stateless get_user on this"
-        "\ndatabase, the baseline; [IQR] of the ratios of each round. statements:"
+        "\nratio: to django-sesame's valid stateless get_user on this database, the"
+        "\nbaseline, the median [IQR] of the ratios of each round. statements:"
         "\nthose of one call in autocommit mode, so BEGIN and COMMIT show when a"
         "\ntransaction is opened; on PostgreSQL, WITH is the single statement that"
         f"\ncounts the use and inserts the audit event. Stored uses take a random"
@@ -1171,7 +1176,7 @@ def size_and_purge(
         f"\nstored use, {power(sizes[1])} / {power(sizes[0])} links: {times(growth, spread)}"
         " (information: no goal)."
         f"\nEach call uses the token of a link drawn at random, a new draw each call:"
-        f"\nover {power(sizes[1])} links, most aren't in any cache. ratio = / django-sesame."
+        f"\nover {power(sizes[1])} links, most aren't in any cache. ratio: to django-sesame, per round."
         "\nRows added, one INSERT ... SELECT each: "
         + ", ".join(
             f"{added:,} in {seconds:.1f} s" for _, added, seconds in fills if added
@@ -1239,7 +1244,7 @@ def goals_rows(
         if text.endswith("queries"):
             rows.append((goal.text, f"<= {goal.limit}x", text, "not met"))
             continue
-        # The ratio of the medians, then maybe the quartiles of its spread,
+        # The median ratio, then maybe the quartiles of its spread,
         # with enough digits to tell 0.049x from 0.051x.
         value, *quartiles = (float(part) for part in text.split())
         digits = 3 if value < 0.1 else 2

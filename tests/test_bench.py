@@ -102,15 +102,17 @@ class MeasureTests(TransactionTestCase):
             + ["b"] * 3,  # (slow) a b
         )
 
-    def test_ratio_of_medians_and_spread_of_paired_ratios(self):
+    def test_ratio_of_each_round(self):
         case = bench.Case("case", "default", lambda: None, lambda r: True)
         baseline = bench.Case("baseline", "default", lambda: None, lambda r: True)
-        case.samples = [2.0, 4.0, 6.0]
-        baseline.samples = [1.0, 2.0, 2.0, 10.0]
+        # The machine slows down: the ratio of each round stays 2 or 3.
+        case.samples = [2.0, 6.0, 30.0]
+        baseline.samples = [1.0, 2.0, 10.0, 10.0]
         value, spread = bench.ratio(case, baseline)
-        # The first 3 rounds of the baseline, whose median is 2.0.
-        self.assertEqual(value, 2.0)
-        self.assertEqual((spread.low, spread.median, spread.high), (2.0, 2.0, 3.0))
+        # Paired with the first 3 rounds of the baseline.
+        self.assertEqual(value, 3.0)
+        self.assertEqual((spread.low, spread.median, spread.high), (2.0, 3.0, 3.0))
+        self.assertEqual(spread.count, 3)
 
 
 class GoalsTests(SimpleTestCase):
