@@ -1,9 +1,10 @@
 # Developer commands for django-sesame-db.
 #
 #   make demo    run the demo site on embedded SQLite and print a magic link
-#   make test    run the test suite, the linters, the docs build and the package check
+#   make test    run the test suite, the linters, the docs build, the package check and the benchmark
 #
 # Both create .venv and install what they need on first use. Helpers: bench, load, docs, lint, clean.
+# `make bench` compares with django-sesame on SQLite and durable PostgreSQL (docs/performance.rst).
 
 .PHONY: demo test bench load docs lint clean
 
@@ -11,7 +12,7 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 
 # Tox environments that `make test` runs; override with `make test TOXENV=py313-django61-sqlite`.
-TOXENV ?= py310-django52-sqlite,py311-django52-sqlite,py311-django52-postgresql,py312-django61-sqlite,py312-django61-postgresql,py313-django60-postgresql,ruff,mypy,docs,package
+TOXENV ?= py310-django52-sqlite,py311-django52-sqlite,py311-django52-postgresql,py312-django61-sqlite,py312-django61-postgresql,py313-django60-postgresql,ruff,mypy,docs,package,bench
 # More arguments for tox, e.g. `make test TOXENV=py311-django52-sqlite TOX_ARGS="-- -k scope"`.
 TOX_ARGS ?=
 
@@ -35,6 +36,9 @@ endif
 # Arguments for rundemo, e.g. `make demo DEMO_ARGS=--no-serve` to print the links and stop.
 DEMO_ARGS ?=
 
+# Arguments for the benchmark (docs/performance.rst), e.g. `make bench BENCH_ARGS="--quick --rst"`.
+BENCH_ARGS ?=
+
 # Arguments for the load test, e.g. `make load LOAD_ARGS=--quick` or `LOAD_ARGS="--server both"`.
 LOAD_ARGS ?=
 
@@ -44,8 +48,9 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/bin/tox
 	$(VENV)/bin/tox run -e $(TOXENV) $(TOX_FLAGS) $(TOX_ARGS)
 
+# The benchmark against django-sesame (docs/performance.rst); PostgreSQL needs Debian's postgresql package.
 bench: $(VENV)/.bench-installed
-	$(VENV_PYTHON) -m benchmarks.bench
+	$(VENV_PYTHON) -m benchmarks.bench $(BENCH_ARGS)
 
 # The load and soak test of the database store (docs/load.rst); needs Debian's postgresql package.
 load: $(VENV)/.load-installed
@@ -87,7 +92,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(VENV_PYTHON)
 	@touch $@
 
 $(VENV)/.bench-installed: pyproject.toml | $(VENV_PYTHON)
-	$(VENV_PYTHON) -m pip install --quiet Django django-model-utils "django-sesame==3.2.5"
+	$(VENV_PYTHON) -m pip install --quiet Django django-model-utils "django-sesame==3.2.5" "psycopg[binary]"
 	@touch $@
 
 $(VENV)/.load-installed: pyproject.toml | $(VENV_PYTHON)

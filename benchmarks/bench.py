@@ -3,53 +3,66 @@ Compare sesame_db with django-sesame 3.2 on the hot paths, and measure the datab
 
 Usage::
 
-    python -m benchmarks.bench [--quick] [--db sqlite|postgresql|all]
+    python -m benchmarks.bench [--quick] [--db sqlite|postgresql|all] [--non-durable] [--rst]
 
 This script configures Django itself, creates throwaway databases with
-Django's test-database machinery, then prints:
+Django's test-database machinery and prints, from one run:
 
-1. Stateless tokens, on SQLite in memory: each operation timed for both
-   libraries, alternating between them. Each library verifies tokens with its
-   own backend only.
-2. For each database (SQLite in memory, PostgreSQL): the database store next
-   to django-sesame's valid stateless verification on the same database, the
-   baseline of the ratios, with queries per operation.
-3. For each database: the verification time of a stored token with 10^3 and
-   10^6 rows in the token table (one database per size, so that the timings
-   alternate; file-backed SQLite databases stand in for the in-memory one),
-   and the peak memory of ``sesame_db_purge`` deleting 10^4 and 10^6 rows.
+1. A summary of the machine: CPUs, Python, Django, django-sesame, SQLite,
+   PostgreSQL and the durability settings in force on it (``SHOW fsync``...).
+2. Stateless tokens, on SQLite in memory: ``get_token`` and ``get_user``
+   of both libraries.
+3. For each database: the database store next to django-sesame's valid
+   stateless ``get_user`` on the same database, the baseline of the ratios,
+   with the statements of each operation. On PostgreSQL, the floor: a bare
+   ``SELECT 1`` round trip and a bare durable commit.
+4. For each database: a stored use with random cold tokens over a table of
+   10^3 links and one of 10^6, and the peak RSS of a process running
+   ``sesame_db_purge`` over 10^4 and 10^6 purgeable links.
+5. Every goal of issue 13, "met" or "not met", with its figure.
 
-Timings are the best of several repeats, as with :mod:`timeit`; the
-operations of a table alternate (ABBA...) to spread drift evenly. Nothing
-asserts on time: goals are printed next to the figures.
+Method (docs/performance.rst): both libraries run with the two backends that
+projects configure, Django's ``ModelBackend`` and their own. The operations
+of a table are timed in interleaved rounds: each round times a batch of calls
+of every operation, starting with a different one each round, so that a drift
+of the machine's load hits all of them. Each figure is the median over the
+rounds, with its interquartile range; a ratio is the median of the ratios of
+the batches of each round, with their interquartile range.
 
-PostgreSQL runs on a throwaway cluster that :mod:`tests.postgres` starts (or
-on the server that ``SESAME_TEST_PGHOST`` names) and stops at exit; when it's
-unavailable, its parts print why they're skipped.
+PostgreSQL runs on a throwaway cluster that :func:`tests.postgres.start_cluster`
+starts with fsync, synchronous_commit and full_page_writes on, PostgreSQL's
+defaults (or on the server that ``SESAME_TEST_PGHOST`` names), and stops at
+exit. ``--non-durable`` adds a column measured with ``synchronous_commit =
+off``, labelled as such; the goals never use it. When PostgreSQL is
+unavailable, its parts print "skipped" and why; when ``CI`` is set, that's an
+error.
 
-It needs Django, django-sesame and, for PostgreSQL, psycopg, not the test
-dependencies; pytest doesn't collect it.
+It needs Django, django-model-utils, django-sesame and psycopg, not the test
+dependencies (``make bench`` installs them); pytest doesn't collect it.
+Nothing asserts on time: a run fails only if something crashes.
 
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
+import dataclasses
+import datetime
 import gc
 import importlib.metadata
-import io
+import json
 import os
 import platform
+import random
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import django
@@ -61,38 +74,81 @@ if TYPE_CHECKING:
 
     from sesame_db.models import IssuedToken
 
-# A database in memory that every thread shares: aget_user() runs its query
-# in a worker thread, which would otherwise get an empty database of its own.
-# (Django's test database for it, which the script uses, is shared too.)
+# A database in memory that every thread shares.
 DATABASE_NAME = "file:sesame_db_bench?mode=memory&cache=shared"
 
-SQLITE = "default"  # in memory
-# Part 3: one database per size of the token table, so that the timings
-# alternate between sizes. SQLite's are files in a temporary directory.
+SQLITE = "default"  # in memory: stateless tokens and the store
+# Part 4: one database per size of the token table, so that the timings
+# interleave between sizes. SQLite's are files in a temporary directory.
 SQLITE_SMALL = "sqlite_small"
 SQLITE_BIG = "sqlite_big"
-POSTGRESQL = "postgresql"
+POSTGRESQL = "postgresql"  # the store
 POSTGRESQL_SMALL = "postgresql_small"
 POSTGRESQL_BIG = "postgresql_big"
+POSTGRESQL_ASYNC = "postgresql_async"  # --non-durable: synchronous_commit=off
 
-SESAME_BACKEND = "sesame.backends.ModelBackend"
-SESAME_DB_BACKEND = "sesame_db.backends.ModelBackend"
+DJANGO_BACKEND = "django.contrib.auth.backends.ModelBackend"
+# The two backends that projects configure, as django-sesame's docs say.
+SESAME_BACKENDS = [DJANGO_BACKEND, "sesame.backends.ModelBackend"]
+SESAME_DB_BACKENDS = [DJANGO_BACKEND, "sesame_db.backends.ModelBackend"]
+
+# The settings that make PostgreSQL durable: its defaults, stated.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+SHOWN_SETTINGS = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_sync_method",
+    "shared_buffers",
+)
 
 BULK_USERS = 1000
+STORE_LINKS = 1000  # links of the store table and of the small table
 
-# Goals, printed next to the figures.
-STORED_GOAL = 2.0  # stored use with audit / django-sesame valid stateless
-FORGED_GOAL = 0.2  # forged stored token / django-sesame forged token
-SIZE_GOAL = 1.2  # stored use at 10^6 rows / at 10^3 rows
-PURGE_GOAL = 1.5  # peak memory of the purge at 10^6 rows / at 10^4 rows
 
-HEADER = """\
-sesame_db vs django-sesame benchmark{quick}
-Figures move by up to 50% between runs, with the machine's load: compare
-only ratios measured in the same run. Each figure is the best of {repeats}
-short repeats ({slow} for issue_tokens), interleaved: the operations of a
-table alternate, to spread drift evenly.
-"""
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """A goal of issue 13: the ratio of ``key`` to its baseline must be at most ``limit``."""
+
+    key: str
+    text: str
+    limit: float
+
+
+GOALS = [
+    Goal(
+        "get_token",
+        "stateless get_token / django-sesame's get_token (SQLite)",
+        0.9,
+    ),
+    Goal(
+        "get_user",
+        "stateless get_user / django-sesame's get_user (SQLite)",
+        0.9,
+    ),
+    Goal(
+        "forged:sqlite",
+        "forged stored token, 0 queries / django-sesame's valid get_user (SQLite)",
+        0.05,
+    ),
+    Goal(
+        "forged:postgresql",
+        "forged stored token, 0 queries / django-sesame's valid get_user (PostgreSQL)",
+        0.05,
+    ),
+    Goal(
+        "stored:sqlite",
+        "stored use with audit / django-sesame's valid get_user (SQLite)",
+        0.6,
+    ),
+    Goal(
+        "stored:postgresql",
+        "stored use with audit / django-sesame's valid get_user (durable PostgreSQL)",
+        1.3,
+    ),
+]
+LOAD_GOAL = "stored use with audit under gunicorn, req/s / stateless req/s (load test)"
 
 
 class Router:
@@ -129,22 +185,26 @@ def using(alias: str) -> Iterator[BaseDatabaseWrapper]:
         ROUTER.alias = previous
 
 
-def configure(tmpdir: str, postgresql: dict[str, object] | None) -> None:
-    def sqlite_file(name: str) -> dict[str, Any]:
-        path = os.path.join(tmpdir, f"{name}.sqlite3")
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path,
-            "TEST": {"NAME": path},
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
-            },
-        }
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "sesame_db"]
 
+
+def sqlite_file(path: str) -> dict[str, Any]:
+    """Settings of a file-backed SQLite database with the usual production pragmas."""
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "TEST": {"NAME": path},
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
+        },
+    }
+
+
+def configure(tmpdir: str, postgresql: dict[str, Any] | None) -> None:
     databases: dict[str, dict[str, Any]] = {
         SQLITE: {"ENGINE": "django.db.backends.sqlite3", "NAME": DATABASE_NAME},
-        SQLITE_SMALL: sqlite_file(SQLITE_SMALL),
-        SQLITE_BIG: sqlite_file(SQLITE_BIG),
+        SQLITE_SMALL: sqlite_file(os.path.join(tmpdir, "small.sqlite3")),
+        SQLITE_BIG: sqlite_file(os.path.join(tmpdir, "big.sqlite3")),
     }
     if postgresql is not None:
         for alias in (POSTGRESQL, POSTGRESQL_SMALL, POSTGRESQL_BIG):
@@ -152,18 +212,21 @@ def configure(tmpdir: str, postgresql: dict[str, object] | None) -> None:
                 **postgresql,
                 "TEST": {"NAME": f"test_sesame_db_bench_{alias}"},
             }
+        # The same database as POSTGRESQL, on connections that don't wait
+        # for the WAL flush at commit: not durable, only with --non-durable.
+        databases[POSTGRESQL_ASYNC] = {
+            **postgresql,
+            "OPTIONS": {"options": "-c synchronous_commit=off"},
+            "TEST": {"MIRROR": POSTGRESQL},
+        }
     settings.configure(
         SECRET_KEY="benchmark-secret-key",
         DEBUG=False,
         USE_TZ=True,
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "sesame_db",
-        ],
+        INSTALLED_APPS=INSTALLED_APPS,
         DATABASES=databases,
         DATABASE_ROUTERS=[ROUTER],
-        AUTHENTICATION_BACKENDS=[SESAME_DB_BACKEND],
+        AUTHENTICATION_BACKENDS=SESAME_DB_BACKENDS,
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
         LOGGING_CONFIG=None,
     )
@@ -188,9 +251,19 @@ class Databases:
             self.created[alias] = old_name
         return connection
 
+    def mirror(self, alias: str, of: str) -> BaseDatabaseWrapper:
+        """Point ``alias`` at the test database of ``of``, as Django's TEST MIRROR does."""
+        from django.db import connections
+
+        connection = connections[alias]
+        connection.close()
+        connection.settings_dict["NAME"] = connections[of].settings_dict["NAME"]
+        return connection
+
     def destroy(self) -> None:
         from django.db import connections
 
+        connections.close_all()
         for alias, old_name in reversed(self.created.items()):
             with contextlib.suppress(Exception):
                 connections[alias].creation.destroy_test_db(old_name, verbosity=0)
@@ -198,7 +271,117 @@ class Databases:
         connections.close_all()
 
 
-# Timing.
+# PostgreSQL.
+
+
+class Unavailable(Exception):
+    """PostgreSQL can't be used here; the message says why."""
+
+
+def start_durable_cluster() -> dict[str, Any]:
+    """
+    Start a throwaway PostgreSQL cluster with durable settings; return database settings for it.
+
+    :func:`tests.postgres.start_cluster` starts it, with fsync,
+    synchronous_commit and full_page_writes on (PostgreSQL's defaults, which
+    the test suite turns off) and autovacuum on, as on a real server. It's
+    destroyed when the process exits. Raise :exc:`Unavailable` if it can't
+    start.
+
+    """
+    from tests import postgres
+
+    try:
+        cluster = postgres.start_cluster(settings={**DURABLE, "autovacuum": "on"})
+    except postgres.Unavailable as exc:
+        raise Unavailable(str(exc)) from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": cluster.socket_dir,
+        "USER": "postgres",
+        "NAME": "postgres",
+    }
+
+
+def durable_cluster_settings() -> dict[str, Any]:
+    """
+    Return database settings for PostgreSQL: a durable throwaway cluster, or the given server.
+
+    Use the server that ``SESAME_TEST_PGHOST`` names, as it is (its settings
+    are printed), or else :func:`start_durable_cluster`. Raise
+    :exc:`Unavailable` if the driver or the server is missing.
+
+    """
+    from tests import postgres
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise Unavailable(
+            "psycopg isn't installed: pip install 'psycopg[binary]'"
+        ) from None
+    if os.environ.get("SESAME_TEST_PGHOST"):
+        try:
+            return postgres.database_settings()
+        except postgres.Unavailable as exc:
+            raise Unavailable(str(exc)) from None
+    return start_durable_cluster()
+
+
+def show_settings(connection: Any) -> dict[str, str]:
+    """Return the values of :data:`SHOWN_SETTINGS` in force on a PostgreSQL connection (Django's or psycopg's)."""
+    values = {}
+    with connection.cursor() as cursor:
+        for name in SHOWN_SETTINGS:
+            cursor.execute(f"SHOW {name}")
+            (values[name],) = cursor.fetchone()
+    return values
+
+
+def is_durable(values: dict[str, str]) -> bool:
+    return all(values[name] == value for name, value in DURABLE.items())
+
+
+# Statistics and timing.
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The median of samples, with their quartiles and extremes."""
+
+    median: float
+    q1: float
+    q3: float
+    low: float
+    high: float
+    count: int
+
+
+def summarize(samples: Sequence[float]) -> Summary:
+    """Return the median, quartiles (inclusive method) and extremes of ``samples``."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    if len(ordered) == 1:
+        q1 = q3 = ordered[0]
+    else:
+        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    return Summary(
+        statistics.median(ordered), q1, q3, ordered[0], ordered[-1], len(ordered)
+    )
+
+
+def interleave(count: int, rounds: int) -> list[list[int]]:
+    """
+    Return the order of ``count`` operations in each of ``rounds`` rounds.
+
+    Every round runs each operation once; round ``r`` starts with operation
+    ``r % count`` and goes on in order (A B, B A, A B... for two; A B C, B C
+    A, C A B... for three), so each operation takes each place as often, and
+    a drift of the machine's load spreads over all of them.
+
+    """
+    return [[(r + i) % count for i in range(count)] for r in range(rounds)]
 
 
 def autorange(func: Callable[[], object], min_time: float) -> int:
@@ -214,6 +397,7 @@ def autorange(func: Callable[[], object], min_time: float) -> int:
 
 
 def time_loop(func: Callable[[], object], number: int) -> float:
+    """Return the seconds per call of ``number`` calls of ``func``, garbage collection off."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -226,61 +410,35 @@ def time_loop(func: Callable[[], object], number: int) -> float:
             gc.enable()
 
 
-def compare(
-    funcs: dict[str, Callable[[], object]],
-    backends: dict[str, str],
-    repeats: int,
-    min_time: float,
-) -> dict[str, float]:
-    """
-    Time each of ``funcs`` with its library's backend only; return seconds per call.
-
-    The loop count is calibrated on the first function; then the libraries
-    alternate (ABBA...) and the best repeat of each is kept.
-
-    """
-    from django.test.utils import override_settings
-
-    def backend(name: str) -> override_settings:
-        return override_settings(AUTHENTICATION_BACKENDS=[backends[name]])
-
-    names = list(funcs)
-    for name in names:  # warm up
-        with backend(name):
-            funcs[name]()
-    with backend(names[0]):
-        number = autorange(funcs[names[0]], min_time)
-    best = dict.fromkeys(names, float("inf"))
-    for repeat in range(repeats):
-        for name in names if repeat % 2 == 0 else reversed(names):
-            with backend(name):
-                best[name] = min(best[name], time_loop(funcs[name], number))
-    return best
-
-
-@dataclass
+@dataclasses.dataclass
 class Case:
     """An operation to time under some settings, and what it must return."""
 
     label: str
     alias: str
     func: Callable[[], object]
-    settings: dict[str, Any]
     check: Callable[[object], bool]
-    number: int | None = None  # a fixed loop count, for slow operations
-    repeats: int | None = None  # at most this many repeats, for slow operations
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    number: int | None = None  # a fixed loop count, e.g. for slow operations
+    rounds: int | None = None  # at most this many rounds, for slow operations
     per: int = 1  # the operation handles this many items: report time per item
-    seconds: float = float("inf")
-    queries: list[str] = field(default_factory=list)
+    warm: bool = True  # an untimed call before each batch
+    samples: list[float] = dataclasses.field(default_factory=list)
+    queries: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def summary(self) -> Summary:
+        return summarize(self.samples)
 
 
-def measure(cases: list[Case], repeats: int, min_time: float) -> None:
+def measure(cases: list[Case], rounds: int, min_time: float) -> None:
     """
-    Check, count the queries of, and time each case, on its database.
+    Check, count the statements of, and time each case, on its database.
 
-    Each case gets its own loop count; then the cases run in turn, forward
-    and backward (ABC CBA ...), each after an untimed call, and the best
-    repeat of each is kept.
+    Each case gets its own loop count, so that a batch lasts ``min_time``;
+    then the cases run in interleaved rounds (:func:`interleave`), one batch
+    each per round, after an untimed call. Each batch gives a sample, the
+    seconds per call.
 
     """
     from django.test.utils import override_settings
@@ -293,19 +451,29 @@ def measure(cases: list[Case], repeats: int, min_time: float) -> None:
                 raise SystemExit(f"{case.alias}: unexpected result for {case.label}")
             case.queries = captured_queries(case.func, case.alias)
             numbers.append(case.number or autorange(case.func, min_time))
-    for repeat in range(repeats):
-        order = range(len(cases)) if repeat % 2 == 0 else reversed(range(len(cases)))
+    for round_number, order in enumerate(interleave(len(cases), rounds)):
         for index in order:
             case = cases[index]
-            if case.repeats is not None and repeat >= case.repeats:
+            if case.rounds is not None and round_number >= case.rounds:
                 continue
             with using(case.alias), override_settings(**case.settings):
-                if case.repeats is None:
-                    # Warm the caches for this operation, whichever ran
-                    # before: at each turn of the order, one runs twice.
+                if case.warm:
                     case.func()
-                seconds = time_loop(case.func, numbers[index]) / case.per
-            case.seconds = min(case.seconds, seconds)
+                case.samples.append(time_loop(case.func, numbers[index]) / case.per)
+
+
+def ratio(case: Case, baseline: Case) -> tuple[float, Summary]:
+    """
+    Return the median of the ratios of ``case`` to ``baseline`` in each round, and their summary.
+
+    Each ratio pairs two batches of the same round, timed a moment apart, so
+    that a drift of the machine's load cancels out; a case with fewer rounds
+    is paired with the first rounds of the baseline.
+
+    """
+    rounds = min(len(case.samples), len(baseline.samples))
+    spread = summarize([case.samples[i] / baseline.samples[i] for i in range(rounds)])
+    return spread.median, spread
 
 
 def captured_queries(func: Callable[[], object], alias: str) -> list[str]:
@@ -320,60 +488,75 @@ def captured_queries(func: Callable[[], object], alias: str) -> list[str]:
     return [query["sql"] for query in context.captured_queries]
 
 
-def count_queries(func: Callable[[], object]) -> int:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as context:
-        func()
-    return len(context.captured_queries)
-
-
-async def acount_queries(afunc: Callable[[], Awaitable[object]]) -> int:
-    # The ORM queries in a worker thread: capture on that thread's connection.
-    from asgiref.sync import sync_to_async
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    # connection is a proxy to the current thread's connection: read the
-    # captured queries in that thread too.
-    context = CaptureQueriesContext(connection)
-
-    def leave() -> int:
-        context.__exit__(None, None, None)
-        return len(context.captured_queries)
-
-    await sync_to_async(context.__enter__)()
-    try:
-        await afunc()
-    finally:
-        num_queries = await sync_to_async(leave)()
-    return num_queries
+def describe_queries(case: Case) -> str:
+    """Say how many statements ``case`` runs, and which: SELECT, BEGIN, WITH..."""
+    if not case.queries:
+        return "0"
+    runs: list[list[Any]] = []  # [kind, repeats]
+    for sql in case.queries:
+        kind = sql.split(None, 1)[0].upper()
+        if runs and runs[-1][0] == kind:
+            runs[-1][1] += 1
+        else:
+            runs.append([kind, 1])
+    kinds = " ".join(kind if n == 1 else f"{kind}x{n}" for kind, n in runs)
+    per = f" per {case.per} links" if case.per > 1 else ""
+    return f"{len(case.queries)}{per}: {kinds}"
 
 
-async def atime(
-    afunc: Callable[[], Awaitable[object]], repeats: int, min_time: float
-) -> float:
-    await afunc()  # warm up
-    number = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(number):
-            await afunc()
-        if time.perf_counter() - start >= min_time:
-            break
-        number *= 2
-    best = float("inf")
-    for _ in range(repeats):
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            for _ in range(number):
-                await afunc()
-            best = min(best, (time.perf_counter() - start) / number)
-        finally:
-            gc.enable()
-    return best
+# Formatting.
+
+
+def us(summary: Summary) -> str:
+    """A time in µs, its median with the interquartile range."""
+    return f"{summary.median * 1e6:.1f} [{summary.q1 * 1e6:.1f}-{summary.q3 * 1e6:.1f}]"
+
+
+def times(value: float, spread: Summary | None = None) -> str:
+    text = f"{value:.2f}x"
+    if spread is not None:
+        text += f" [{spread.q1:.2f}-{spread.q3:.2f}]"
+    return text
+
+
+def print_rows(rows: Sequence[Sequence[str]]) -> None:
+    """Print a table: the first row is the header; the first column is left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def rst_table(rows: Sequence[Sequence[str]]) -> str:
+    """Return a reStructuredText simple table; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * width for width in widths)
+    lines = [rule]
+    for index, row in enumerate(rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
+        if index == 0:
+            lines.append(rule)
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+def section(title: str) -> None:
+    print(f"\n== {title} ==\n")
+
+
+def power(n: int) -> str:
+    exponent = len(str(n)) - 1
+    return f"10^{exponent}" if n == 10**exponent else f"{n:,}"
 
 
 # Tokens and users.
@@ -419,163 +602,173 @@ def bulk_users(count: int) -> list[AbstractUser]:
         password = make_password(None)  # unusable, and fast to make
         users = User._default_manager.bulk_create(
             [
-                User(username=f"bulk-{i:04}", email=f"bulk-{i}@example.com")
+                User(
+                    username=f"bulk-{i:04}",
+                    email=f"bulk-{i}@example.com",
+                    password=password,
+                )
                 for i in range(count)
             ]
         )
-        for user in users:
-            user.password = password
-        User._default_manager.bulk_update(users, ["password"])
     return users  # type: ignore[return-value]
 
 
-# Part 1: stateless tokens.
+def fill(
+    alias: str, record: IssuedToken, total: int, *, purgeable: bool = False
+) -> tuple[int, float]:
+    """
+    Add links until the token table holds ``total`` rows; return how many and the time it took.
+
+    Every row copies ``record`` (its user, its user digest, no expiry, no use
+    limit), so its token is valid, unless ``purgeable``: then it was revoked
+    100 days ago. One ``INSERT ... SELECT`` over ``generate_series`` on
+    PostgreSQL, followed by ``VACUUM ANALYZE``, as autovacuum would leave the
+    table; over a recursive CTE on SQLite.
+
+    """
+    from django.db import connections
+
+    connection = connections[alias]
+    model = type(record)
+    missing = total - model._default_manager.using(alias).count()
+    if missing <= 0:
+        return 0, 0.0
+    overrides: dict[str, Any] = {}
+    if purgeable:
+        long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+            days=100
+        )
+        overrides = {
+            "created": long_ago - datetime.timedelta(days=1),
+            "modified": long_ago,
+            "revoked_at": long_ago,
+            "revoke_reason": "benchmark",
+        }
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    params = [
+        f.get_db_prep_save(
+            overrides.get(f.name, getattr(record, f.attname)), connection
+        )
+        for f in fields
+    ]
+    qn = connection.ops.quote_name
+    table = qn(model._meta.db_table)
+    columns = ", ".join(qn(str(f.column)) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"SELECT {placeholders} FROM generate_series(1, %s)",
+                [*params, missing],
+            )
+            cursor.execute(f"VACUUM ANALYZE {table}")
+        else:
+            cursor.execute(
+                "WITH RECURSIVE seq(n) AS "
+                "(SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < %s) "
+                f"INSERT INTO {table} ({columns}) SELECT {placeholders} FROM seq",
+                [missing, *params],
+            )
+    return missing, time.perf_counter() - start
 
 
-@dataclass
-class Result:
-    operation: str
-    sesame_db: float | None  # seconds per operation
-    sesame: float | None
-    sesame_db_queries: int | None
-    sesame_queries: int | None
+def cold_tokens(alias: str, count: int, seed: int = 13) -> list[str]:
+    """
+    Return the tokens of ``count`` links of the table drawn at random (with replacement).
+
+    The links are valid, unrevoked copies made by :func:`fill` (no scope, no
+    expiry); revoked ones are left out.
+
+    """
+    from sesame_db.models import IssuedToken
+    from sesame_db.tokens_store import create_token
+
+    pks = list(
+        IssuedToken._default_manager.using(alias)
+        .filter(revoked_at__isnull=True)
+        .values_list("pk", flat=True)
+    )
+    rng = random.Random(seed)
+    return [create_token(pk, "", None) for pk in rng.choices(pks, k=count)]
 
 
-def run(repeats: int, min_time: float) -> list[Result]:
+# Part 2: stateless tokens.
+
+
+def stateless_cases() -> list[Case]:
     import sesame.utils
-    from django.test.utils import override_settings
 
     import sesame_db.utils
 
     user = get_user_john()
-
     token = sesame_db.utils.get_token(user)
     if token != sesame.utils.get_token(user):
         raise SystemExit("sesame_db and django-sesame disagree on the token")
-    forged = forge(token)
 
-    backends = {"sesame_db": SESAME_DB_BACKEND, "sesame": SESAME_BACKEND}
-    operations: list[tuple[str, dict[str, Callable[[], object]], object]] = [
-        (
-            "get_token",
-            {
-                "sesame_db": lambda: sesame_db.utils.get_token(user),
-                "sesame": lambda: sesame.utils.get_token(user),
-            },
-            token,
+    def is_token(result: object) -> bool:
+        return isinstance(result, str) and len(result) == len(token)
+
+    def is_user(result: object) -> bool:
+        return result == user
+
+    sesame_db_backends = {"AUTHENTICATION_BACKENDS": SESAME_DB_BACKENDS}
+    sesame_backends = {"AUTHENTICATION_BACKENDS": SESAME_BACKENDS}
+    return [
+        Case(
+            "sesame_db get_token",
+            SQLITE,
+            lambda: sesame_db.utils.get_token(user),
+            is_token,
+            sesame_db_backends,
         ),
-        (
-            "get_user, valid token",
-            {
-                "sesame_db": lambda: sesame_db.utils.get_user(token),
-                "sesame": lambda: sesame.utils.get_user(token),
-            },
-            user,
+        Case(
+            "django-sesame get_token",
+            SQLITE,
+            lambda: sesame.utils.get_token(user),
+            is_token,
+            sesame_backends,
         ),
-        (
-            "get_user, forged token",
-            {
-                "sesame_db": lambda: sesame_db.utils.get_user(forged),
-                "sesame": lambda: sesame.utils.get_user(forged),
-            },
-            None,
+        Case(
+            "sesame_db get_user",
+            SQLITE,
+            lambda: sesame_db.utils.get_user(token),
+            is_user,
+            sesame_db_backends,
+        ),
+        Case(
+            "django-sesame get_user",
+            SQLITE,
+            lambda: sesame.utils.get_user(token),
+            is_user,
+            sesame_backends,
         ),
     ]
-    results = []
-    for operation, funcs, expected in operations:
-        queries = {}
-        for name, func in funcs.items():
-            with override_settings(AUTHENTICATION_BACKENDS=[backends[name]]):
-                if func() != expected:
-                    raise SystemExit(f"{name}: unexpected result for {operation}")
-                queries[name] = count_queries(func)
-        best = compare(funcs, backends, repeats, min_time)
-        results.append(
-            Result(
-                operation,
-                best["sesame_db"],
-                best["sesame"],
-                queries["sesame_db"],
-                queries["sesame"],
-            )
+
+
+def stateless_table(rounds: int, min_time: float, figures: dict[str, str]) -> None:
+    with using(SQLITE):
+        cases = stateless_cases()
+    measure(cases, rounds, min_time)
+    rows = [("operation", "sesame_db µs", "django-sesame µs", "ratio [IQR]")]
+    for operation, (mine, theirs) in {
+        "get_token": (cases[0], cases[1]),
+        "get_user": (cases[2], cases[3]),
+    }.items():
+        value, spread = ratio(mine, theirs)
+        figures[operation] = figure(value, spread)
+        rows.append(
+            (operation, us(mine.summary), us(theirs.summary), times(value, spread))
         )
-
-    async def valid_async() -> object:
-        return await sesame_db.utils.aget_user(token)
-
-    async def main() -> tuple[float, int]:
-        if await valid_async() != user:
-            raise SystemExit("sesame_db: aget_user rejected a valid token")
-        return (
-            await atime(valid_async, repeats, min_time),
-            await acount_queries(valid_async),
-        )
-
-    with override_settings(AUTHENTICATION_BACKENDS=[SESAME_DB_BACKEND]):
-        seconds, num_queries = asyncio.run(main())
-    results.append(
-        Result("aget_user, valid token (asyncio)", seconds, None, num_queries, None)
-    )
-    return results
-
-
-def print_rows(rows: Sequence[Sequence[str]]) -> None:
-    """Print a table: the first row is the header; the first column is left-aligned."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-        )
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-
-
-def us(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1e6:.1f}"
-
-
-def print_table(results: list[Result]) -> None:
-    def ratio(result: Result) -> str:
-        if result.sesame_db is None or result.sesame is None:
-            return "n/a"
-        return f"{result.sesame_db / result.sesame:.2f}x"
-
-    def queries(result: Result) -> str:
-        def fmt(value: int | None) -> str:
-            return "-" if value is None else str(value)
-
-        return f"{fmt(result.sesame_db_queries)} / {fmt(result.sesame_queries)}"
-
-    print_rows(
-        [
-            (
-                "operation",
-                "sesame_db µs/op",
-                "django-sesame µs/op",
-                "ratio",
-                "queries/op (sesame_db / django-sesame)",
-            )
-        ]
-        + [
-            (r.operation, us(r.sesame_db), us(r.sesame), ratio(r), queries(r))
-            for r in results
-        ]
-    )
+    print_rows(rows)
     print(
-        "\nratio = sesame_db / django-sesame; below 1.00x, sesame_db is faster."
-        "\ndjango-sesame has no async API: aget_user has no counterpart."
+        "\nµs: median per call [interquartile range] over the rounds; ratio:"
+        "\nsesame_db / django-sesame, the median [IQR] of the ratios of each round."
     )
 
 
-# Part 2: the database store next to django-sesame, on one database.
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT MET"
-
+# Part 3: the database store next to django-sesame.
 
 LABELS = {
     "baseline": "django-sesame: get_user, valid stateless token (baseline)",
@@ -589,8 +782,14 @@ LABELS = {
 }
 
 
-def store_cases(alias: str, slow_repeats: int) -> list[Case]:
-    """The operations of part 2, on database ``alias``; call it with ``alias`` routed."""
+def store_cases(alias: str, calls: int, slow_rounds: int) -> list[Case]:
+    """
+    The operations of part 3 on database ``alias``; call it with ``alias`` routed.
+
+    Stored uses take random tokens of :data:`STORE_LINKS` links, a new one
+    for each of ``calls`` calls at most.
+
+    """
     import sesame.utils
 
     import sesame_db.utils
@@ -601,11 +800,13 @@ def store_cases(alias: str, slow_repeats: int) -> list[Case]:
     if token != sesame.utils.get_token(user):
         raise SystemExit("sesame_db and django-sesame disagree on the token")
     forged = forge(token)
-    stored, _ = sesame_db.utils.issue_token(user)  # unlimited uses, no expiry
+    stored, record = sesame_db.utils.issue_token(user)  # unlimited uses, no expiry
+    fill(alias, record, STORE_LINKS)
+    audited = iter(cold_tokens(alias, calls, seed=1))
+    unaudited = iter(cold_tokens(alias, calls, seed=2))
     stored_forged = forge_stored(stored)
 
-    sesame_backend = {"AUTHENTICATION_BACKENDS": [SESAME_BACKEND]}
-    sesame_db_backend = {"AUTHENTICATION_BACKENDS": [SESAME_DB_BACKEND]}
+    sesame_backends = {"AUTHENTICATION_BACKENDS": SESAME_BACKENDS}
 
     def is_user(result: object) -> bool:
         return result == user
@@ -624,294 +825,284 @@ def store_cases(alias: str, slow_repeats: int) -> list[Case]:
             "baseline",
             alias,
             lambda: sesame.utils.get_user(token),
-            sesame_backend,
             is_user,
+            sesame_backends,
         ),
         Case(
             "forged",
             alias,
             lambda: sesame.utils.get_user(forged),
-            sesame_backend,
             is_none,
+            sesame_backends,
         ),
-        Case(
-            "stateless",
-            alias,
-            lambda: sesame_db.utils.get_user(token),
-            sesame_db_backend,
-            is_user,
-        ),
+        Case("stateless", alias, lambda: sesame_db.utils.get_user(token), is_user),
         Case(
             "stored",
             alias,
-            lambda: sesame_db.utils.get_user(stored),
-            {**sesame_db_backend, "SESAME_AUDIT": True},
+            lambda: sesame_db.utils.get_user(next(audited)),
             is_user,
+            {"SESAME_AUDIT": True},
         ),
         Case(
             "stored_no_audit",
             alias,
-            lambda: sesame_db.utils.get_user(stored),
-            {**sesame_db_backend, "SESAME_AUDIT": False},
+            lambda: sesame_db.utils.get_user(next(unaudited)),
             is_user,
+            {"SESAME_AUDIT": False},
         ),
         Case(
             "stored_forged",
             alias,
             lambda: sesame_db.utils.get_user(stored_forged),
-            sesame_db_backend,
             is_none,
         ),
-        Case(
-            "issue",
-            alias,
-            lambda: sesame_db.utils.issue_token(user),
-            sesame_db_backend,
-            is_issued,
-        ),
+        Case("issue", alias, lambda: sesame_db.utils.issue_token(user), is_issued),
         Case(
             "issue_many",
             alias,
             lambda: sesame_db.utils.issue_tokens(users),
-            sesame_db_backend,
             is_issued_many,
             number=1,
-            repeats=slow_repeats,
+            rounds=slow_rounds,
             per=len(users),
+            warm=False,
         ),
     ]
 
 
-def describe_queries(case: Case) -> str:
-    """Say how many statements ``case`` runs, and which: SELECT, BEGIN, WITH..."""
-    if not case.queries:
-        return "0"
-    runs: list[list[Any]] = []  # [kind, repeats]
-    for sql in case.queries:
-        kind = sql.split(None, 1)[0].upper()
-        if runs and runs[-1][0] == kind:
-            runs[-1][1] += 1
-        else:
-            runs.append([kind, 1])
-    kinds = " ".join(kind if n == 1 else f"{kind}×{n}" for kind, n in runs)
-    per = f" per {case.per} links" if case.per > 1 else ""
-    return f"{len(case.queries)}{per}: {kinds}"
-
-
-def store_table(alias: str, repeats: int, min_time: float, slow_repeats: int) -> None:
-    with using(alias):
-        cases = store_cases(alias, slow_repeats)
-    measure(cases, repeats, min_time)
-    case = {case.label: case for case in cases}
-    baseline = case["baseline"].seconds
-    stored = case["stored"].seconds / baseline
-    forged = case["stored_forged"].seconds / case["forged"].seconds
-    forged_queries = len(case["stored_forged"].queries)
-    goals = {
-        "stored": f"≤ {STORED_GOAL:.2f}x: {verdict(stored <= STORED_GOAL)}",
-        "stored_forged": (
-            f"{forged:.2f}x django-sesame forged, ≤ {FORGED_GOAL:.2f}x"
-            f" with 0 queries: {verdict(forged <= FORGED_GOAL and not forged_queries)}"
-        ),
-    }
-    print_rows(
-        [("operation", "µs/op", "ratio", "queries/op", "goal")]
-        + [
-            (
-                LABELS[c.label],
-                us(c.seconds),
-                f"{c.seconds / baseline:.2f}x",
-                describe_queries(c),
-                goals.get(c.label, ""),
-            )
-            for c in cases
-        ]
-    )
-    print(
-        "\nratio = µs/op / django-sesame's valid stateless get_user on this database,"
-        "\nthe baseline. queries: statements of one call in autocommit mode, so BEGIN"
-        "\nand COMMIT show when a transaction is opened; on PostgreSQL, WITH is the"
-        "\nsingle statement that counts the use and inserts the audit event."
-        "\nThe stored token allows unlimited uses: each timed call counts one more."
-        "\nIssuing records an `issued` event (SESAME_AUDIT=True, the default)."
-    )
-
-
-# Part 3: size of the token table, and purge.
-
-
-def fill(alias: str, record: IssuedToken, total: int) -> tuple[int, float]:
-    """
-    Add tokens revoked long ago until the token table holds ``total`` rows.
-
-    Every row copies ``record``, so points at its user with its user digest,
-    but was revoked 100 days ago: all are purgeable. One ``INSERT ...
-    SELECT`` over ``generate_series`` on PostgreSQL, without foreign key
-    checks when allowed, and followed by ``VACUUM ANALYZE``; over a recursive
-    CTE on SQLite. Return how many rows were added and the time it took.
-
-    """
-    import datetime
-
-    from django.db import connections, transaction
-    from django.utils import timezone
-
-    connection = connections[alias]
-    model = type(record)
-    missing = total - model._default_manager.using(alias).count()
-    if missing <= 0:
-        return 0, 0.0
-    long_ago = timezone.now() - datetime.timedelta(days=100)
-    overrides = {
-        "created": long_ago - datetime.timedelta(days=1),
-        "modified": long_ago,
-        "revoked_at": long_ago,
-        "revoke_reason": "benchmark",
-    }
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    params = [
-        f.get_db_prep_save(
-            overrides.get(f.name, getattr(record, f.attname)), connection
-        )
-        for f in fields
-    ]
-    qn = connection.ops.quote_name
-    table = qn(model._meta.db_table)
-    columns = ", ".join(qn(str(f.column)) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    start = time.perf_counter()
-    if connection.vendor == "postgresql":
-        with transaction.atomic(using=alias), connection.cursor() as cursor:
-            cursor.execute("SHOW is_superuser")
-            if cursor.fetchone()[0] == "on":
-                # Skip the foreign key triggers, about 40% of the time: every
-                # row points at users that exist.
-                cursor.execute("SET LOCAL session_replication_role = replica")
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) "
-                f"SELECT {placeholders} FROM generate_series(1, %s)",
-                [*params, missing],
-            )
-        with connection.cursor() as cursor:
-            # Statistics and visibility as autovacuum would leave them.
-            cursor.execute(f"VACUUM ANALYZE {table}")
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "WITH RECURSIVE seq(n) AS "
-                "(SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < %s) "
-                f"INSERT INTO {table} ({columns}) SELECT {placeholders} FROM seq",
-                [missing, *params],
-            )
-    return missing, time.perf_counter() - start
-
-
-def trim(alias: str, record: IssuedToken) -> None:
-    """Delete every token but ``record``."""
-    from django.db import connections
-
-    connection = connections[alias]
-    model = type(record)
-    qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {qn(model._meta.db_table)} WHERE {qn(str(model._meta.pk.column))} <> %s",
-            [record.pk],
-        )
-
-
-def table_sizes(alias: str) -> str:
-    """Describe the rows and disk space of the event and token tables."""
-    from django.db import connections
-
-    from sesame_db.models import IssuedToken, TokenEvent
-
-    connection = connections[alias]
-    parts = []
-    with connection.cursor() as cursor:
-        for model in (TokenEvent, IssuedToken):
-            table = model._meta.db_table
-            rows = model._default_manager.using(alias).count()
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT pg_total_relation_size(%s)", [table])
-            else:
-                cursor.execute(
-                    "SELECT SUM(pgsize) FROM dbstat WHERE name = %s OR name IN "
-                    "(SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s)",
-                    [table, table],
-                )
-            (size,) = cursor.fetchone()
-            parts.append(f"{table} {rows:,} rows, {(size or 0) / 2**20:.1f} MiB")
-    return "; ".join(parts)
-
-
-def traced_purge() -> tuple[int, float, str]:
-    """Run sesame_db_purge under tracemalloc; return its peak, its time and its output."""
-    from django.core.management import call_command
-
-    output = io.StringIO()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        start = time.perf_counter()
-        call_command("sesame_db_purge", stdout=output)
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak, elapsed, output.getvalue().strip()
-
-
-def power(n: int) -> str:
-    exponent = len(str(n)) - 1
-    return f"10^{exponent}" if n == 10**exponent else f"{n:,}"
-
-
-@dataclass
-class Prepared:
-    """A database of part 3: its user, a stateless token and a stored one."""
-
-    alias: str
-    user: AbstractUser
-    token: str
-    stored: str
-    record: IssuedToken
-
-
-def prepare(alias: str) -> Prepared:
-    import sesame_db.utils
-
-    with using(alias):
-        user = get_user_john()
-        stored, record = sesame_db.utils.issue_token(user)
-        trim(alias, record)
-        return Prepared(alias, user, sesame_db.utils.get_token(user), stored, record)
-
-
-def size_cases(db: Prepared) -> list[Case]:
+# Loop counts are fixed where a call takes a token from a pool, so that the
+# pool is known in advance: 1 check + 1 count of queries + a warm-up call and
+# a batch per round.
+def store_numbers(alias: str, min_time: float) -> int:
+    """Return a loop count for the batches of the store's operations on ``alias``."""
     import sesame.utils
 
     import sesame_db.utils
 
-    def is_user(result: object) -> bool:
-        return result == db.user
+    with using(alias):
+        user = get_user_john()
+        token = sesame_db.utils.get_token(user)
+        return autorange(lambda: sesame.utils.get_user(token), min_time)
 
-    return [
+
+def store_table(
+    alias: str,
+    rounds: int,
+    min_time: float,
+    slow_rounds: int,
+    figures: dict[str, str],
+    extra: str | None = None,
+) -> float:
+    """Time the store's operations on ``alias`` (and on ``extra``, a labelled extra column)."""
+    number = store_numbers(alias, min_time)
+    calls = 2 + (number + 1) * rounds
+    aliases = [alias] if extra is None else [alias, extra]
+    cases: dict[str, list[Case]] = {}
+    for name in aliases:
+        with using(name):
+            cases[name] = store_cases(name, calls, slow_rounds)
+        for case in cases[name]:
+            case.number = case.number or number
+    measure([case for name in aliases for case in cases[name]], rounds, min_time)
+    columns = {name: {case.label: case for case in cases[name]} for name in aliases}
+    main = columns[alias]
+    vendor = "postgresql" if alias == POSTGRESQL else "sqlite"
+    baseline = main["baseline"]
+    header = ["operation", "µs [IQR]", "ratio [IQR]", "statements"]
+    if extra is not None:
+        header.append("ratio, synchronous_commit=off (NOT durable)")
+    rows = [tuple(header)]
+    for label, case in main.items():
+        value, spread = ratio(case, baseline)
+        row = [LABELS[label], us(case.summary), times(value, spread)]
+        row.append(describe_queries(case))
+        if extra is not None:
+            other = columns[extra][label]
+            row.append(times(*ratio(other, columns[extra]["baseline"])))
+        rows.append(tuple(row))
+    print_rows(rows)
+    figures[f"stored:{vendor}"] = figure(*ratio(main["stored"], baseline))
+    # A forged token that costs a query misses the goal, whatever its time.
+    figures[f"forged:{vendor}"] = (
+        figure(*ratio(main["stored_forged"], baseline))
+        if not main["stored_forged"].queries
+        else f"{len(main['stored_forged'].queries)} queries"
+    )
+    print(
+        "\nratio: to django-sesame's valid stateless get_user on this database, the"
+        "\nbaseline, the median [IQR] of the ratios of each round. statements:"
+        "\nthose of one call in autocommit mode, so BEGIN and COMMIT show when a"
+        "\ntransaction is opened; on PostgreSQL, WITH is the single statement that"
+        f"\ncounts the use and inserts the audit event. Stored uses take a random"
+        f"\ntoken of {STORE_LINKS:,} links (unlimited uses, no expiry) per call."
+        "\nIssuing records an `issued` event (SESAME_AUDIT=True, the default)."
+    )
+    return baseline.summary.median * 1e6
+
+
+def floor_table(alias: str, async_alias: str, baseline_us: float, rounds: int) -> None:
+    """
+    Measure the floor of a durable stored use on PostgreSQL: a round trip and a WAL flush.
+
+    Time a bare ``SELECT 1``, and a one-row ``INSERT`` committed in
+    autocommit mode, with synchronous_commit on (one round trip and one WAL
+    flush) and off (on ``async_alias``: no flush), on the driver's cursor.
+
+    """
+    from django.db import connections
+
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_floor (n integer)")
+    raw = connection.connection
+    other = connections[async_alias]
+    other.ensure_connection()
+    raw_async = other.connection
+    assert raw is not None and raw_async is not None
+    with raw_async.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("off",)
+
+    def select() -> None:
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
+    def commit() -> None:
+        with raw.cursor() as cursor:
+            cursor.execute("INSERT INTO bench_floor VALUES (1)")
+
+    def no_flush() -> None:
+        with raw_async.cursor() as cursor:
+            cursor.execute("INSERT INTO bench_floor VALUES (1)")
+
+    cases = [
+        Case("SELECT 1: one round trip", alias, select, lambda r: True),
         Case(
-            "stored",
-            db.alias,
-            lambda: sesame_db.utils.get_user(db.stored),
-            {"AUTHENTICATION_BACKENDS": [SESAME_DB_BACKEND]},
-            is_user,
+            "INSERT, durable commit: round trip + WAL flush",
+            alias,
+            commit,
+            lambda r: True,
         ),
         Case(
-            "baseline",
-            db.alias,
-            lambda: sesame.utils.get_user(db.token),
-            {"AUTHENTICATION_BACKENDS": [SESAME_BACKEND]},
-            is_user,
+            "INSERT, synchronous_commit=off: round trip, no flush",
+            alias,
+            no_flush,
+            lambda r: True,
         ),
     ]
+    measure(cases, rounds, 0.01)
+    rows = [("statement", "µs [IQR]", "/ django-sesame get_user")]
+    for case in cases:
+        rows.append(
+            (
+                case.label,
+                us(case.summary),
+                f"{case.summary.median * 1e6 / baseline_us:.2f}x",
+            )
+        )
+    print_rows(rows)
+    flush = cases[1].summary.median - cases[0].summary.median
+    print(
+        f"\nThe durable commit costs {flush * 1e6:.0f} µs more than a round trip here."
+        "\nA durable stored use pays at least one round trip and one WAL flush;"
+        "\ndjango-sesame's get_user pays one round trip and no flush. Driver"
+        "\ncursors in autocommit mode, without Django: the bare cost of the server."
+    )
+
+
+# Part 4: the size of the token table, and purge.
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeResult:
+    peak_rss: int  # bytes
+    seconds: float
+    output: str
+
+
+def purge_child(database: dict[str, Any], mode: str) -> None:
+    """In a child process: configure Django on ``database``, run the purge (or not), report."""
+    settings.configure(
+        SECRET_KEY="benchmark-secret-key",
+        USE_TZ=True,
+        INSTALLED_APPS=INSTALLED_APPS,
+        DATABASES={"default": database},
+        DEFAULT_AUTO_FIELD="django.db.models.AutoField",
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+    import io
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    if mode == "migrate":  # for tests/test_bench.py: an empty database
+        call_command("migrate", verbosity=0)
+    connection.ensure_connection()
+    output = io.StringIO()
+    start = time.perf_counter()
+    if mode != "idle":
+        call_command("sesame_db_purge", stdout=output)
+    elapsed = time.perf_counter() - start
+    report = {"rss": peak_rss(), "seconds": elapsed, "output": output.getvalue()}
+    print(json.dumps(report))
+
+
+def peak_rss() -> int:
+    """
+    Return the peak resident set size of this process, in bytes.
+
+    On Linux, VmHWM of /proc/self/status: it starts afresh at exec, unlike
+    ``ru_maxrss``, which keeps the peak of the process before exec, that is,
+    of the parent it was forked from. Elsewhere, ``ru_maxrss``.
+
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except OSError:
+        pass
+    import resource
+
+    # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def measure_purge(database: dict[str, Any], mode: str = "purge") -> PurgeResult:
+    """
+    Run ``sesame_db_purge`` on ``database`` in a child process; return the child's peak RSS.
+
+    ``mode`` "idle" sets up Django and connects without purging, for the
+    resident memory of Django alone; "migrate" migrates an empty database
+    first.
+
+    """
+    settings_json = json.dumps(
+        {
+            key: database[key]
+            for key in ("ENGINE", "NAME", "HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
+            if key in database
+        }
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--purge-child",
+            mode,
+            settings_json,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return PurgeResult(report["rss"], report["seconds"], report["output"].strip())
 
 
 def size_and_purge(
@@ -919,153 +1110,184 @@ def size_and_purge(
     big_alias: str,
     sizes: tuple[int, int],
     purge_sizes: tuple[int, int],
-    repeats: int,
+    rounds: int,
     min_time: float,
 ) -> None:
     """
-    Time a stored token's use with a small and a big token table; measure the purge's memory.
+    Time stored uses with random cold tokens over a small and a big token table; measure the purge's peak RSS.
 
-    Each size has its own database, so that the timings alternate between
+    Each size has its own database, so that the timings interleave between
     the sizes, as between the libraries elsewhere.
 
     """
-    small, big = prepare(small_alias), prepare(big_alias)
-    purges = []
-    fills = []
-    with using(small.alias):
-        # The small purge before the small table is filled for the timings.
-        fills.append(fill(small.alias, small.record, purge_sizes[0] + 1))
-        purges.append(traced_purge())
-        fills.append(fill(small.alias, small.record, sizes[0]))
-    with using(big.alias):
-        fills.append(fill(big.alias, big.record, sizes[1]))
-    small_cases, big_cases = size_cases(small), size_cases(big)
-    measure(small_cases + big_cases, repeats, min_time)
-    with using(small.alias):
-        small_tables = table_sizes(small.alias)
-    with using(big.alias):
-        big_tables = table_sizes(big.alias)
-        # The timed token is the only active row: add one purgeable row.
-        fills.append(fill(big.alias, big.record, purge_sizes[1] + 1))
-        purges.append(traced_purge())
+    import sesame.utils
+    from django.db import connections
 
-    rows = [
-        (size, cases[0].seconds, cases[1].seconds)
-        for size, cases in zip(sizes, (small_cases, big_cases), strict=True)
-    ]
-    print_rows(
-        [
-            (
-                "token table",
-                "stored get_user µs/op",
-                "django-sesame valid µs/op",
-                "stored / django-sesame",
-            )
-        ]
-        + [
-            (
-                f"{power(size)} rows",
-                us(stored),
-                us(baseline),
-                f"{stored / baseline:.2f}x",
-            )
-            for size, stored, baseline in rows
-        ]
-    )
-    (_, small_time, small_base), (_, big_time, big_base) = rows
-    growth = big_time / small_time
-    normalized = (big_time / big_base) / (small_time / small_base)
-    size_verdict = {
-        (True, True): "met",
-        (True, False): "met on raw times, not once normalized",
-        (False, True): "met once normalized, not on raw times",
-        (False, False): "NOT MET",
-    }[growth <= SIZE_GOAL, normalized <= SIZE_GOAL]
-    drift = big_base / small_base
-    print(
-        f"\nstored get_user, {power(sizes[1])} rows / {power(sizes[0])} rows: {growth:.2f}x;"
-        f" {normalized:.2f}x once each is divided by django-sesame's time"
-        f"\non its database (goal ≤ {SIZE_GOAL:.2f}x: {size_verdict})."
-        + (
-            f"\ndjango-sesame's query doesn't touch the token table, yet its time moved"
-            f"\n{drift:.2f}x between the databases: the machine's load changed during"
-            "\nthe timings, and the normalized ratio is the better estimate."
-            if abs(drift - 1) > 0.1
-            else ""
+    import sesame_db.utils
+
+    number = store_numbers(small_alias, min_time)
+    calls = 2 + (number + 1) * rounds
+    fills = []
+    prepared = []
+    for alias, size in zip((small_alias, big_alias), sizes, strict=True):
+        with using(alias):
+            user = get_user_john()
+            _, record = sesame_db.utils.issue_token(user)
+            fills.append((alias, *fill(alias, record, size)))
+            count = type(record)._default_manager.using(alias).count()
+            if count != size:
+                raise SystemExit(f"{alias}: {count:,} links, not {size:,}")
+            prepared.append((user, record, iter(cold_tokens(alias, calls))))
+    user = prepared[0][0]
+    token = sesame_db.utils.get_token(user)
+
+    def use(tokens: Iterator[str]) -> Callable[[], object]:
+        return lambda: sesame_db.utils.get_user(next(tokens))
+
+    cases = [
+        Case(
+            f"stored use, {power(size)} links",
+            alias,
+            use(tokens),
+            lambda result: result is not None,
+            number=number,
         )
-        + "\nSESAME_AUDIT=True: every timed use adds an event. Tables after the timings:"
-        f"\n- {power(sizes[0])}: {small_tables}"
-        f"\n- {power(sizes[1])}: {big_tables}"
-        "\nRows added, one INSERT ... SELECT each, all purgeable (revoked 100 days ago): "
+        for alias, size, (_, _, tokens) in zip(
+            (small_alias, big_alias), sizes, prepared, strict=True
+        )
+    ]
+    cases.append(
+        Case(
+            "django-sesame get_user (baseline)",
+            small_alias,
+            lambda: sesame.utils.get_user(token),
+            lambda result: result == user,
+            {"AUTHENTICATION_BACKENDS": SESAME_BACKENDS},
+            number=number,
+        )
+    )
+    measure(cases, rounds, min_time)
+    rows = [("operation", "µs [IQR]", "ratio [IQR]")]
+    for case in cases:
+        rows.append((case.label, us(case.summary), times(*ratio(case, cases[-1]))))
+    print_rows(rows)
+    growth, spread = ratio(cases[1], cases[0])
+    print(
+        f"\nstored use, {power(sizes[1])} / {power(sizes[0])} links: {times(growth, spread)}"
+        " (information: no goal)."
+        f"\nEach call uses the token of a link drawn at random, a new draw each call:"
+        f"\nover {power(sizes[1])} links, most aren't in any cache. ratio: to django-sesame, per round."
+        "\nRows added, one INSERT ... SELECT each: "
         + ", ".join(
-            f"{added:,} in {seconds:.1f} s" for added, seconds in fills if added
+            f"{added:,} in {seconds:.1f} s" for _, added, seconds in fills if added
         )
         + ".\n"
     )
-    print_rows(
-        [
+
+    # The purge: add purgeable rows, then purge in a child process.
+    results = [measure_purge(connections[small_alias].settings_dict, mode="idle")]
+    for alias, size in zip((small_alias, big_alias), purge_sizes, strict=True):
+        with using(alias):
+            record = prepared[0 if alias == small_alias else 1][1]
+            total = type(record)._default_manager.using(alias).count() + size
+            fill(alias, record, total, purgeable=True)
+        connections[alias].close()
+        results.append(measure_purge(connections[alias].settings_dict))
+    purge_rows: list[tuple[str, ...]] = [
+        ("process", "peak RSS", "seconds", "sesame_db_purge output")
+    ]
+    purge_rows.append(
+        (
+            "Django set up and connected, no purge",
+            f"{results[0].peak_rss / 2**20:.1f} MiB",
+            "",
+            "",
+        )
+    )
+    for size, result in zip(purge_sizes, results[1:], strict=True):
+        purge_rows.append(
             (
-                "purgeable rows",
-                "peak traced memory",
-                "elapsed s (under tracemalloc)",
-                "sesame_db_purge output",
+                f"sesame_db_purge, {power(size)} purgeable links",
+                f"{result.peak_rss / 2**20:.1f} MiB",
+                f"{result.seconds:.1f}",
+                result.output.replace("\n", " "),
             )
-        ]
-        + [
-            (power(size), f"{peak / 2**20:.2f} MiB", f"{elapsed:.1f}", message)
-            for size, (peak, elapsed, message) in zip(purge_sizes, purges, strict=True)
-        ]
-    )
-    (small_peak, _, _), (big_peak, _, _) = purges
-    growth = big_peak / small_peak
+        )
+    print_rows(purge_rows)
     print(
-        f"\npeak memory, {power(purge_sizes[1])} rows / {power(purge_sizes[0])} rows: "
-        f"{growth:.2f}x (goal: about the same, ≤ {PURGE_GOAL:.1f}x, as batches keep it "
-        f"flat: {verdict(growth <= PURGE_GOAL)})."
-        "\nThe elapsed times include tracemalloc's overhead, several-fold on this"
-        "\nPython-bound loop of batches."
+        f"\npeak RSS, {power(purge_sizes[1])} / {power(purge_sizes[0])} links:"
+        f" {results[2].peak_rss / results[1].peak_rss:.2f}x (information: batches"
+        "\nshould keep it flat). Peak RSS of the whole child process (VmHWM):"
+        "\nthe interpreter, Django and the driver included."
     )
+
+
+# Goals.
+
+
+def figure(value: float, spread: Summary) -> str:
+    """Encode a ratio and the quartiles of its spread for :func:`goals_rows`."""
+    return f"{value} {spread.q1} {spread.q3}"
+
+
+def goals_rows(
+    figures: dict[str, str], skipped: dict[str, str]
+) -> list[tuple[str, str, str, str]]:
+    rows = [("goal (issue 13)", "limit", "figure [IQR]", "verdict")]
+    for goal in GOALS:
+        vendor = goal.key.partition(":")[2]
+        text = figures.get(goal.key)
+        if text is None:
+            reason = skipped.get(goal.key) or skipped.get(vendor, "not measured")
+            rows.append((goal.text, f"<= {goal.limit}x", "-", f"skipped: {reason}"))
+            continue
+        if text.endswith("queries"):
+            rows.append((goal.text, f"<= {goal.limit}x", text, "not met"))
+            continue
+        # The median ratio, then maybe the quartiles of its spread,
+        # with enough digits to tell 0.049x from 0.051x.
+        value, *quartiles = (float(part) for part in text.split())
+        digits = 3 if value < 0.1 else 2
+        shown = f"{value:.{digits}f}x"
+        if quartiles:
+            shown += f" [{quartiles[0]:.{digits}f}-{quartiles[1]:.{digits}f}]"
+        rows.append(
+            (
+                goal.text,
+                f"<= {goal.limit}x",
+                shown,
+                "met" if value <= goal.limit else "not met",
+            )
+        )
+    rows.append((LOAD_GOAL, ">= 0.95x", "-", "not measured here: see docs/load.rst"))
+    return rows
+
+
+def machine_summary(postgresql: dict[str, str] | None, skipped: str) -> str:
+    import sqlite3
+
+    lines = [
+        f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}, Django {django.get_version()},"
+        f" django-sesame {importlib.metadata.version('django-sesame')},"
+        f" SQLite {sqlite3.sqlite_version}",
+    ]
+    if postgresql is None:
+        lines.append(f"PostgreSQL: skipped: {skipped}")
+    else:
+        lines.append(
+            f"PostgreSQL {postgresql['server_version']}: "
+            + ", ".join(
+                f"{name}={postgresql[name]}"
+                for name in SHOWN_SETTINGS
+                if name != "server_version"
+            )
+            + (" (durable)" if is_durable(postgresql) else " (NOT DURABLE)")
+        )
+    return "\n".join(lines)
 
 
 # Main.
-
-
-def section(title: str) -> None:
-    print(f"\n== {title} ==\n")
-
-
-def database_notes(connection: BaseDatabaseWrapper) -> str:
-    if connection.vendor != "postgresql":
-        import sqlite3
-
-        return f"SQLite {sqlite3.sqlite_version}."
-    values = {}
-    with connection.cursor() as cursor:
-        for name in (
-            "server_version",
-            "fsync",
-            "synchronous_commit",
-            "full_page_writes",
-            "shared_buffers",
-        ):
-            cursor.execute(f"SHOW {name}")
-            (values[name],) = cursor.fetchone()
-    where = (
-        f"the server at {connection.settings_dict['HOST']}"
-        if os.environ.get("SESAME_TEST_PGHOST")
-        else "a throwaway cluster on a Unix socket, as tests/postgres.py starts it"
-    )
-    notes = (
-        f"PostgreSQL {values['server_version']} on {where}:"
-        f"\nfsync={values['fsync']}, synchronous_commit={values['synchronous_commit']}, "
-        f"full_page_writes={values['full_page_writes']}, shared_buffers={values['shared_buffers']}."
-    )
-    if values["fsync"] == "off":
-        notes += (
-            "\nWith fsync off, commits don't wait for the disk: writes cost less than on"
-            "\na durable server, so the write paths (stored uses, issuing) look cheaper."
-        )
-    return notes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1076,7 +1298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="run a short benchmark: fewer and shorter repeats, 10^4 rows instead of 10^6",
+        help="a run of at most about 3 minutes: fewer and shorter rounds, a smaller purge",
     )
     parser.add_argument(
         "--db",
@@ -1084,115 +1306,134 @@ def main(argv: list[str] | None = None) -> None:
         default="all",
         help="the databases of the store's measurements (default: all)",
     )
+    parser.add_argument(
+        "--non-durable",
+        action="store_true",
+        help="add a column measured with synchronous_commit=off (not durable) on PostgreSQL",
+    )
+    parser.add_argument(
+        "--rst",
+        action="store_true",
+        help="also print the goals as a reStructuredText table, for docs/performance.rst",
+    )
+    parser.add_argument("--purge-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    # Many short repeats: more chances to time each operation in a quiet
-    # moment of the machine, and a finer interleaving of the operations.
+    if args.purge_child:
+        mode, database = args.purge_child
+        purge_child(json.loads(database), mode)
+        return
+
     if args.quick:
-        repeats, min_time, slow_repeats = 60, 0.0005, 3
-        sizes, purge_sizes = (10**3, 10**4), (10**3, 10**4)
+        rounds, min_time, slow_rounds = 21, 0.01, 3
+        sizes, purge_sizes = (STORE_LINKS, 10**6), (10**3, 10**5)
     else:
-        repeats, min_time, slow_repeats = 180, 0.005, 9
-        sizes, purge_sizes = (10**3, 10**6), (10**4, 10**6)
+        rounds, min_time, slow_rounds = 41, 0.03, 7
+        sizes, purge_sizes = (STORE_LINKS, 10**6), (10**4, 10**6)
+    ci = os.environ.get("CI", "") not in ("", "0", "false")
 
     start = time.perf_counter()
-    postgresql: dict[str, object] | None = None
-    skipped = ""
-    if args.db in ("postgresql", "all"):
-        from tests.postgres import Unavailable, database_settings
-
+    postgresql: dict[str, Any] | None = None
+    skipped: dict[str, str] = {}
+    if args.db == "sqlite":
+        skipped["postgresql"] = "--db sqlite"
+    else:
         try:
-            postgresql = database_settings()
+            postgresql = durable_cluster_settings()
         except Unavailable as exc:
-            skipped = str(exc)
+            if ci:
+                raise SystemExit(
+                    f"PostgreSQL is unavailable, and CI is set: {exc}"
+                ) from None
+            skipped["postgresql"] = str(exc)
+    if args.db == "postgresql":
+        skipped["sqlite"] = "--db postgresql"
 
     tmpdir = tempfile.mkdtemp(prefix="sesame_db_bench_")
     databases = Databases()
+    figures: dict[str, str] = {}
     try:
         configure(tmpdir, postgresql)
-        quick = (
-            f" (--quick: fewer and shorter repeats, at most {power(sizes[1])} rows)"
-            if args.quick
-            else ""
-        )
-        print(HEADER.format(repeats=repeats, slow=slow_repeats, quick=quick))
+        pg_settings = None
+        if postgresql is not None:
+            pg_settings = show_settings(databases.get(POSTGRESQL))
+        summary = machine_summary(pg_settings, skipped.get("postgresql", ""))
         print(
-            f"Python {platform.python_version()}, Django {django.get_version()}, "
-            f"django-sesame {importlib.metadata.version('django-sesame')}, "
-            f"{os.cpu_count()} CPUs, default SESAME_* settings."
+            "sesame_db vs django-sesame benchmark"
+            + (" (--quick)" if args.quick else "")
+            + f"\n\n{summary}\n\n"
+            f"Both libraries with two backends: Django's ModelBackend and their own."
+            f"\nTimes: the median of {rounds} interleaved rounds ({slow_rounds} for"
+            "\nissue_tokens) [interquartile range]. Figures move between runs with"
+            "\nthe machine's load: compare ratios measured in the same run."
         )
 
         section("Stateless tokens: sesame_db vs django-sesame, SQLite in memory")
         databases.get(SQLITE)
-        with using(SQLITE):
-            results = run(repeats, min_time)
-        print_table(results)
+        stateless_table(rounds, min_time, figures)
 
         if args.db in ("sqlite", "all"):
             section("Database store: SQLite in memory")
-            print(database_notes(databases.get(SQLITE)) + "\n")
-            store_table(SQLITE, repeats, min_time, slow_repeats)
-
+            store_table(SQLITE, rounds, min_time, slow_rounds, figures)
             section(
-                f"Token table size and purge: SQLite files, {power(sizes[0])} and {power(sizes[1])} rows"
+                f"Token table size and purge: SQLite files (WAL, synchronous=NORMAL),"
+                f" {power(sizes[0])} and {power(sizes[1])} links"
             )
             databases.get(SQLITE_SMALL)
-            print(
-                database_notes(databases.get(SQLITE_BIG))
-                + " One file-backed database per size, in a temporary directory,"
-                "\nwith journal_mode=WAL and synchronous=NORMAL, the usual production"
-                "\npragmas: a big table belongs on disk, and with the default pragmas"
-                "\nevery autocommit write waits for an fsync (about 1.2 ms here), which"
-                "\nwould drown the cost of the lookup being measured.\n"
-            )
+            databases.get(SQLITE_BIG)
             size_and_purge(
-                SQLITE_SMALL, SQLITE_BIG, sizes, purge_sizes, repeats, min_time
+                SQLITE_SMALL, SQLITE_BIG, sizes, purge_sizes, rounds, min_time
             )
 
         if args.db in ("postgresql", "all"):
-            for part in ("store", "size"):
-                if part == "store":
-                    section("Database store: PostgreSQL")
-                else:
-                    section(
-                        f"Token table size and purge: PostgreSQL, {power(sizes[0])} and {power(sizes[1])} rows"
-                    )
-                if postgresql is None:
-                    print(f"PostgreSQL: skipped: {skipped}")
-                    continue
-                aliases = (
-                    [POSTGRESQL]
-                    if part == "store"
-                    else [POSTGRESQL_SMALL, POSTGRESQL_BIG]
+            if postgresql is None:
+                for title in ("Database store", "Token table size and purge"):
+                    section(f"{title}: PostgreSQL")
+                    print(f"PostgreSQL: skipped: {skipped['postgresql']}")
+            else:
+                durable = pg_settings is not None and is_durable(pg_settings)
+                kind = "durable PostgreSQL" if durable else "PostgreSQL, NOT DURABLE"
+                section(f"Database store: {kind}")
+                databases.mirror(POSTGRESQL_ASYNC, POSTGRESQL)
+                extra = POSTGRESQL_ASYNC if args.non_durable else None
+                baseline_us = store_table(
+                    POSTGRESQL, rounds, min_time, slow_rounds, figures, extra
                 )
-                try:
-                    connections = [databases.get(alias) for alias in aliases]
-                except Exception as exc:  # any reason to skip is printed
-                    skipped = " ".join(f"cannot create a test database: {exc}".split())
-                    postgresql = None
-                    print(f"PostgreSQL: skipped: {skipped}")
-                    continue
-                if part == "store":
-                    print(database_notes(connections[0]) + "\n")
-                    store_table(POSTGRESQL, repeats, min_time, slow_repeats)
-                else:
-                    print(
-                        "One database per size on the same server. Fills skip the foreign"
-                        "\nkey checks when the role is a superuser (session_replication_role ="
-                        "\nreplica) and end with VACUUM ANALYZE, as autovacuum would leave the"
-                        "\ntable.\n"
-                    )
-                    size_and_purge(
-                        POSTGRESQL_SMALL,
-                        POSTGRESQL_BIG,
-                        sizes,
-                        purge_sizes,
-                        repeats,
-                        min_time,
-                    )
+                if not durable:
+                    # The goal is for a durable server only.
+                    figures.pop("stored:postgresql", None)
+                    skipped["stored:postgresql"] = "the server isn't durable"
+                section(f"The floor: {kind}")
+                floor_table(POSTGRESQL, POSTGRESQL_ASYNC, baseline_us, rounds)
+                section(
+                    f"Token table size and purge: {kind},"
+                    f" {power(sizes[0])} and {power(sizes[1])} links"
+                )
+                databases.get(POSTGRESQL_SMALL)
+                databases.get(POSTGRESQL_BIG)
+                size_and_purge(
+                    POSTGRESQL_SMALL,
+                    POSTGRESQL_BIG,
+                    sizes,
+                    purge_sizes,
+                    rounds,
+                    min_time,
+                )
+
+        section("Goals of issue 13, from this run")
+        rows = goals_rows(figures, skipped)
+        print_rows(rows)
+        if args.rst:
+            print(f"\nreStructuredText:\n\n{rst_summary(summary)}\n\n{rst_table(rows)}")
     finally:
         databases.destroy()
         shutil.rmtree(tmpdir, ignore_errors=True)
     print(f"\nTotal time: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+def rst_summary(summary: str) -> str:
+    return ".. code-block:: text\n\n" + "\n".join(
+        f"    {line}" for line in summary.splitlines()
+    )
 
 
 if __name__ == "__main__":
