@@ -10,17 +10,22 @@ on SQLite or PostgreSQL as ``SESAME_TEST_DB`` says.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from unittest import mock, skipUnless
 
 from django.contrib.auth import get_user_model
-from django.db import router
-from django.test import TestCase
+from django.db import IntegrityError, connection, router, transaction
+from django.test import TestCase, TransactionTestCase, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sesame_db import sql, store
 from sesame_db.exceptions import InvalidToken, Reason
 from sesame_db.models import IssuedToken, TokenEvent
+from sesame_db.utils import get_user, issue_token
 
 if TYPE_CHECKING:
     from django.test import TestCase as _TestCase
@@ -257,3 +262,130 @@ class DefaultUserModelTests(SqlEqualsOrm, TestCase):
         return get_user_model().objects.create_user(
             name, f"{name}@example.com", "letmein", **extra
         )
+
+
+class DefaultUserModelAutocommitTests(SqlEqualsOrm, TransactionTestCase):
+    """The same, outside a transaction: on SQLite, consume() runs its own on the driver's connection."""
+
+    def create_user(self, name: str, **extra: Any) -> Any:
+        return get_user_model().objects.create_user(
+            name, f"{name}@example.com", "letmein", **extra
+        )
+
+
+@skipUnless(connection.vendor == "sqlite", "SQLite's driver connection")
+class SqliteDriverTests(TransactionTestCase):
+    """On SQLite, the prebuilt statements run on the driver's connection, in autocommit mode."""
+
+    def setUp(self) -> None:
+        self.user = get_user_model().objects.create_user(
+            "john", "john@example.com", "letmein"
+        )
+        self.token, self.record = issue_token(self.user)
+
+    @contextlib.contextmanager
+    def traced(self) -> Iterator[list[str]]:
+        """Collect the statements that SQLite runs, whichever way they come."""
+        statements: list[str] = []
+        connection.ensure_connection()
+        driver = connection.connection
+        assert driver is not None
+        driver.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            driver.set_trace_callback(None)
+
+    def keywords(self, statements: list[str]) -> list[str]:
+        return [sql.split(None, 1)[0].upper() for sql in self.own(statements)]
+
+    def own(self, statements: list[str]) -> list[str]:
+        # Leave out what SQLite reports of triggers, and the SELECT QUOTE()
+        # with which Django's debug cursor renders parameters in its log.
+        return [
+            sql for sql in statements if not sql.startswith(("--", "SELECT QUOTE("))
+        ]
+
+    def use_count(self) -> int:
+        return IssuedToken.objects.get(pk=self.record.pk).use_count
+
+    def test_statements_of_a_use(self) -> None:
+        for audit, expected in [
+            (True, ["SELECT", "BEGIN", "UPDATE", "INSERT", "COMMIT"]),
+            (False, ["SELECT", "UPDATE"]),
+        ]:
+            with self.subTest(audit=audit), override_settings(SESAME_AUDIT=audit):
+                with self.traced() as statements:
+                    self.assertEqual(get_user(self.token), self.user)
+                self.assertEqual(self.keywords(statements), expected)
+                # Django's cursors get the same statements when they are
+                # watched, as by assertNumQueries().
+                with (
+                    CaptureQueriesContext(connection) as queries,
+                    self.traced() as watched,
+                ):
+                    self.assertEqual(get_user(self.token), self.user)
+                self.assertEqual(self.keywords(watched), expected)
+                self.assertEqual(
+                    [query["sql"] for query in queries.captured_queries],
+                    self.own(watched),
+                )
+        self.assertEqual(self.use_count(), 4)
+
+    def test_rejected_use(self) -> None:
+        IssuedToken.objects.filter(pk=self.record.pk).update(max_uses=1, use_count=1)
+        with self.traced() as statements:
+            self.assertIsNone(get_user(self.token))
+        # The SELECT finds it used up: no transaction, and the rejection's
+        # audit event.
+        self.assertEqual(self.keywords(statements), ["SELECT", "INSERT"])
+        self.assertFalse(connection.in_atomic_block)
+
+    def test_failed_insert_rolls_the_use_back(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TRIGGER sesame_db_test_fail BEFORE INSERT ON sesame_db_tokenevent "
+                "BEGIN SELECT RAISE(ABORT, 'audit failed'); END"
+            )
+        try:
+            with self.traced() as statements, self.assertRaises(IntegrityError):
+                get_user(self.token)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("DROP TRIGGER sesame_db_test_fail")
+        # SQLite reports the INSERT again for the trigger's program.
+        keywords = self.keywords(statements)
+        self.assertEqual(keywords[:4], ["SELECT", "BEGIN", "UPDATE", "INSERT"])
+        self.assertEqual(keywords[-1], "ROLLBACK")
+        self.assertNotIn("COMMIT", keywords)
+        driver = connection.connection
+        assert driver is not None
+        self.assertFalse(driver.in_transaction)
+        self.assertEqual(self.use_count(), 0)
+        # The connection is usable, in autocommit mode.
+        self.assertTrue(connection.get_autocommit())
+        self.assertEqual(get_user(self.token), self.user)
+        self.assertEqual(self.use_count(), 1)
+
+    def test_in_an_outer_transaction(self) -> None:
+        # atomic() decides, as before: no BEGIN of its own, and a rollback of
+        # the outer block takes the use back.
+        with self.traced() as statements, transaction.atomic():
+            self.assertEqual(get_user(self.token), self.user)
+            transaction.set_rollback(True)
+        self.assertEqual(
+            self.keywords(statements),
+            ["BEGIN", "SELECT", "UPDATE", "INSERT", "ROLLBACK"],
+        )
+        self.assertEqual(self.use_count(), 0)
+
+    def test_transaction_mode(self) -> None:
+        # The BEGIN of atomic(), as the database's OPTIONS set it.
+        sql._consume_statements.cache_clear()
+        self.addCleanup(sql._consume_statements.cache_clear)
+        with (
+            mock.patch.object(connection, "transaction_mode", "IMMEDIATE"),
+            self.traced() as statements,
+        ):
+            self.assertEqual(get_user(self.token), self.user)
+        self.assertEqual(statements[1], "BEGIN IMMEDIATE")
