@@ -290,8 +290,12 @@ class _Consume(NamedTuple):
 
 
 @functools.cache
-def _consume_statements(db: str, audit: bool, password: bool, email: bool) -> _Consume:
-    statements, active_params, guarded = _build_consume(db, audit, password, email)
+def _consume_statements(
+    db: str, audit: bool, password: bool, email: bool, asynchronous: bool = False
+) -> _Consume:
+    statements, active_params, guarded = _build_consume(
+        db, audit, password, email, asynchronous
+    )
     connection = connections[db]
     IssuedToken, _ = get_models()
     mode = getattr(connection, "transaction_mode", None)
@@ -308,7 +312,7 @@ def _consume_statements(db: str, audit: bool, password: bool, email: bool) -> _C
 
 
 def _build_consume(
-    db: str, audit: bool, password: bool, email: bool
+    db: str, audit: bool, password: bool, email: bool, asynchronous: bool
 ) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Field[Any, Any], ...]]:
     """
     Build the SQL of :func:`consume` for database ``db``.
@@ -332,11 +336,11 @@ def _build_consume(
         .query
     )
     active_sql, active_params = active.get_compiler(db).compile(active.where)
-    update = (
+    update_set = (
         f"UPDATE {token_table} "
         f"SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
-        f"WHERE {t['id']} = %s AND {active_sql}"
     )
+    update = f"WHERE {t['id']} = %s AND {active_sql}"
     user_field = IssuedToken._meta.get_field("user")
     assert isinstance(user_field, ForeignKey)
     User: type[Model] = user_field.related_model
@@ -376,8 +380,21 @@ def _build_consume(
             f" AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
             f"WHERE {column('u', user_field.target_field)} = {token_table}.{t['user']}{conditions})"
         )
+    # SESAME_SYNCHRONOUS_COMMIT = False: the transaction of the statement
+    # doesn't wait for its WAL flush, as SET LOCAL would do it, from within
+    # the statement, so that it stays one round trip.
+    asynchronous_cte = "sesame_db_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS value)"
+    if asynchronous:
+        assert connection.vendor == "postgresql"
     if not audit:
+        if asynchronous:
+            update = (
+                f"WITH {asynchronous_cte} {update_set}FROM sesame_db_commit {update}"
+            )
+        else:
+            update = update_set + update
         return (update,), tuple(active_params), tuple(guarded)
+    update = update_set + update
     insert = (
         f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
         f"{e['user']}, {e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
@@ -387,8 +404,10 @@ def _build_consume(
         # One statement, atomic by itself: one round trip.
         return (
             (
-                f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
-                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used",
+                f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id)"
+                f"{', ' + asynchronous_cte if asynchronous else ''} "
+                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s "
+                f"FROM used{', sesame_db_commit' if asynchronous else ''}",
             ),
             tuple(active_params),
             tuple(guarded),
@@ -412,6 +431,7 @@ def consume(
     email: bool,
     scope: str,
     info: dict[str, Any] | None,
+    synchronous_commit: bool = True,
 ) -> bool:
     """
     Count one use of ``record`` in ``scope`` if the database still allows it, and audit it unless ``info`` is :obj:`None`.
@@ -424,14 +444,24 @@ def consume(
     digest covers, and ``is_active``. So a password change or a deactivation
     committed since the ``SELECT`` stops the use. On PostgreSQL, the update
     and the audit insert are one statement; elsewhere, two in one
-    transaction.
+    transaction. Without ``synchronous_commit``, on PostgreSQL, that
+    statement, when it's its own transaction, doesn't wait for its WAL flush:
+    see :data:`SESAME_SYNCHRONOUS_COMMIT`.
 
     ``info`` holds the audit fields of :func:`~sesame_db.clients.client_info`.
 
     """
     connection = connections[db]
     audit = info is not None
-    prebuilt = _consume_statements(db, audit, password, email)
+    # Without synchronous_commit, on PostgreSQL, when the statement is its
+    # own transaction: the durability of a caller's transaction is theirs.
+    asynchronous = (
+        not synchronous_commit
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+    )
+    prebuilt = _consume_statements(db, audit, password, email, asynchronous)
     moment = connection.ops.adapt_datetimefield_value(now)
     params: list[Any] = [
         moment,

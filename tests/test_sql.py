@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from unittest import mock, skipUnless
 
+import pytest
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, router, transaction
+from django.db import IntegrityError, connection, connections, router, transaction
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -389,3 +390,91 @@ class SqliteDriverTests(TransactionTestCase):
         ):
             self.assertEqual(get_user(self.token), self.user)
         self.assertEqual(statements[1], "BEGIN IMMEDIATE")
+
+
+@pytest.mark.postgresql
+class SynchronousCommitTests(TransactionTestCase):
+    """SESAME_SYNCHRONOUS_COMMIT = False: the use's statement doesn't wait for its WAL flush."""
+
+    SET = "set_config('synchronous_commit', 'off', true)"
+
+    def setUp(self) -> None:
+        self.user = get_user_model().objects.create_user(
+            "john", "john@example.com", "letmein"
+        )
+        self.token, self.record = issue_token(self.user)
+
+    def use_statements(self) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(get_user(self.token), self.user)
+        return [
+            query["sql"]
+            for query in queries.captured_queries
+            if "sesame_db_issuedtoken" in query["sql"]
+            and not query["sql"].startswith("SELECT")
+        ]
+
+    def test_default_is_durable(self) -> None:
+        for audit in [True, False]:
+            with self.subTest(audit=audit), override_settings(SESAME_AUDIT=audit):
+                [statement] = self.use_statements()
+                self.assertNotIn("synchronous_commit", statement)
+
+    @override_settings(SESAME_SYNCHRONOUS_COMMIT=False)
+    def test_off(self) -> None:
+        for audit in [True, False]:
+            with self.subTest(audit=audit), override_settings(SESAME_AUDIT=audit):
+                [statement] = self.use_statements()
+                self.assertIn(self.SET, statement)
+        # Both uses were counted, and the audited one recorded.
+        self.assertEqual(IssuedToken.objects.get(pk=self.record.pk).use_count, 2)
+        self.assertEqual(
+            TokenEvent.objects.filter(token=self.record, kind="used").count(), 1
+        )
+
+    @override_settings(SESAME_SYNCHRONOUS_COMMIT=False)
+    def test_not_in_the_callers_transaction(self) -> None:
+        # The durability of an outer transaction, such as ATOMIC_REQUESTS',
+        # is the caller's.
+        with transaction.atomic():
+            [statement] = self.use_statements()
+            self.assertNotIn("synchronous_commit", statement)
+
+    @override_settings(SESAME_SYNCHRONOUS_COMMIT=False)
+    def test_the_setting_applies_to_the_statements_transaction(self) -> None:
+        # What the statement does to its transaction, seen from inside one:
+        # consume() takes it for its own, as it is in autocommit mode.
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = on")
+        for audit in [True, False]:
+            with (
+                self.subTest(audit=audit),
+                override_settings(SESAME_AUDIT=audit),
+                transaction.atomic(),
+            ):
+                record = sql.fetch("default", self.record.pk)
+                assert record is not None
+                # As consume() sees a connection in autocommit mode.
+                with (
+                    mock.patch.object(connections["default"], "in_atomic_block", False),
+                    mock.patch.object(connections["default"], "autocommit", True),
+                ):
+                    self.assertTrue(
+                        sql.consume(
+                            record,
+                            timezone.now(),
+                            "default",
+                            password=True,
+                            email=False,
+                            scope="",
+                            info={} if audit else None,
+                            synchronous_commit=False,
+                        )
+                    )
+                with connection.cursor() as cursor:
+                    cursor.execute("SHOW synchronous_commit")
+                    self.assertEqual(cursor.fetchone(), ("off",))
+            # Only for that transaction.
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                self.assertEqual(cursor.fetchone(), ("on",))
