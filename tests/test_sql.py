@@ -14,7 +14,7 @@ import contextlib
 import datetime
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from unittest import mock, skipUnless
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -274,7 +274,7 @@ class DefaultUserModelAutocommitTests(SqlEqualsOrm, TransactionTestCase):
         )
 
 
-@skipUnless(connection.vendor == "sqlite", "SQLite's driver connection")
+@pytest.mark.sqlite
 class SqliteDriverTests(TransactionTestCase):
     """On SQLite, the prebuilt statements run on the driver's connection, in autocommit mode."""
 
