@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds; a timedelta works too.
     "TOKEN_RETENTION": 30 * 24 * 3600,
     "EVENT_RETENTION": 365 * 24 * 3600,
+    # PostgreSQL: False lets the use of a stored link commit without waiting
+    # for its WAL flush; see docs/store.rst.
+    "SYNCHRONOUS_COMMIT": True,
     # Admin
     "ADMIN_SCOPES": [],
     "ADMIN_EVENTS_DELETABLE": False,
@@ -136,6 +139,7 @@ class Settings:
     CONFIRM_TEMPLATE: str
     TOKEN_RETENTION: float
     EVENT_RETENTION: float
+    SYNCHRONOUS_COMMIT: bool
     ADMIN_SCOPES: Sequence[str]
     ADMIN_EVENTS_DELETABLE: bool
     RATE_LIMIT: dict[str, Any] | None

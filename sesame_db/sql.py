@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
@@ -73,6 +74,39 @@ def _hides_users(User: type[Model]) -> bool:
     return type(manager).get_queryset is not BaseManager.get_queryset
 
 
+# Django's conversion of "%s" placeholders for SQLite, done once per statement.
+_FORMAT_QMARK_RE = re.compile(r"(?<!%)%s")
+
+
+def _qmark(sql: str) -> str:
+    return _FORMAT_QMARK_RE.sub("?", sql).replace("%%", "%")
+
+
+def _driver_connection(connection: BaseDatabaseWrapper) -> Any:
+    """
+    Return the sqlite3 connection under ``connection``, to run prebuilt statements on it, or :obj:`None`.
+
+    Django's cursor converts the placeholders of every statement with a
+    regular expression and wraps it in several layers: on SQLite, they take
+    about as long as running it. The prebuilt statements are converted once
+    and run on the driver's connection, with Django's error translation,
+    unless something watches Django's cursors: assertNumQueries(),
+    DEBUG's query log or an execute_wrapper() get the statements through
+    them, as before.
+
+    """
+    if (
+        connection.vendor != "sqlite"
+        or connection.queries_logged
+        or connection.execute_wrappers
+    ):
+        return None
+    connection.validate_no_broken_transaction()
+    if connection.connection is None:
+        connection.ensure_connection()
+    return connection.connection
+
+
 class _Select:
     """A prebuilt ``SELECT`` of a token joined to its user, with the converters of each column."""
 
@@ -113,6 +147,7 @@ class _Select:
             f"WHERE {column('t', IssuedToken._meta.pk)} = %s"
         )
         self.sql = self.sql_select + self.sql_from
+        self.qmark_sql = _qmark(self.sql)
         # The user's key in the outer query, for the default manager's
         # subquery, when it may hide users.
         self.user_pk = RawSQL(column("u", User._meta.pk), ())
@@ -191,9 +226,14 @@ def fetch(db: str, pk: int) -> IssuedToken | None:
         sql = f"{select.sql_select}, {visible}{select.sql_from}"
         params = [*visible_params, pk]
     connection = connections[db]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    driver = None if select.hides_users else _driver_connection(connection)
+    if driver is not None:
+        with connection.wrap_database_errors:
+            row = driver.execute(select.qmark_sql, params).fetchone()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
     if row is None:
         return None
     if select.hides_users and not row[-1]:
@@ -235,9 +275,44 @@ def _guarded_fields(
     return fields
 
 
+class _Consume(NamedTuple):
+    """The prebuilt SQL of :func:`consume` for a database."""
+
+    statements: tuple[str, ...]
+    # The statements with SQLite's placeholders, for the driver's connection.
+    qmark: tuple[str, ...]
+    active_params: tuple[Any, ...]
+    guarded: tuple[Field[Any, Any], ...]
+    # The token's user field: its value goes into the audit event.
+    user_field: Field[Any, Any]
+    # What starts a transaction on SQLite, as Django does it.
+    begin: str
+
+
 @functools.cache
 def _consume_statements(
-    db: str, audit: bool, password: bool, email: bool
+    db: str, audit: bool, password: bool, email: bool, asynchronous: bool = False
+) -> _Consume:
+    statements, active_params, guarded = _build_consume(
+        db, audit, password, email, asynchronous
+    )
+    connection = connections[db]
+    IssuedToken, _ = get_models()
+    mode = getattr(connection, "transaction_mode", None)
+    return _Consume(
+        statements,
+        tuple(_qmark(sql) for sql in statements)
+        if connection.vendor == "sqlite"
+        else (),
+        active_params,
+        guarded,
+        IssuedToken._meta.get_field("user"),
+        "BEGIN" if mode is None else f"BEGIN {mode}",
+    )
+
+
+def _build_consume(
+    db: str, audit: bool, password: bool, email: bool, asynchronous: bool
 ) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Field[Any, Any], ...]]:
     """
     Build the SQL of :func:`consume` for database ``db``.
@@ -261,11 +336,11 @@ def _consume_statements(
         .query
     )
     active_sql, active_params = active.get_compiler(db).compile(active.where)
-    update = (
+    update_set = (
         f"UPDATE {token_table} "
         f"SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
-        f"WHERE {t['id']} = %s AND {active_sql}"
     )
+    update = f"WHERE {t['id']} = %s AND {active_sql}"
     user_field = IssuedToken._meta.get_field("user")
     assert isinstance(user_field, ForeignKey)
     User: type[Model] = user_field.related_model
@@ -305,8 +380,21 @@ def _consume_statements(
             f" AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
             f"WHERE {column('u', user_field.target_field)} = {token_table}.{t['user']}{conditions})"
         )
+    # SESAME_SYNCHRONOUS_COMMIT = False: the transaction of the statement
+    # doesn't wait for its WAL flush, as SET LOCAL would do it, from within
+    # the statement, so that it stays one round trip.
+    asynchronous_cte = "sesame_db_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS value)"
+    if asynchronous:
+        assert connection.vendor == "postgresql"
     if not audit:
+        if asynchronous:
+            update = (
+                f"WITH {asynchronous_cte} {update_set}FROM sesame_db_commit {update}"
+            )
+        else:
+            update = update_set + update
         return (update,), tuple(active_params), tuple(guarded)
+    update = update_set + update
     insert = (
         f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
         f"{e['user']}, {e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
@@ -316,8 +404,10 @@ def _consume_statements(
         # One statement, atomic by itself: one round trip.
         return (
             (
-                f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id) "
-                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s FROM used",
+                f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id)"
+                f"{', ' + asynchronous_cte if asynchronous else ''} "
+                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s "
+                f"FROM used{', sesame_db_commit' if asynchronous else ''}",
             ),
             tuple(active_params),
             tuple(guarded),
@@ -341,6 +431,7 @@ def consume(
     email: bool,
     scope: str,
     info: dict[str, Any] | None,
+    synchronous_commit: bool = True,
 ) -> bool:
     """
     Count one use of ``record`` in ``scope`` if the database still allows it, and audit it unless ``info`` is :obj:`None`.
@@ -353,26 +444,36 @@ def consume(
     digest covers, and ``is_active``. So a password change or a deactivation
     committed since the ``SELECT`` stops the use. On PostgreSQL, the update
     and the audit insert are one statement; elsewhere, two in one
-    transaction.
+    transaction. Without ``synchronous_commit``, on PostgreSQL, that
+    statement, when it's its own transaction, doesn't wait for its WAL flush:
+    see :data:`SESAME_SYNCHRONOUS_COMMIT`.
 
     ``info`` holds the audit fields of :func:`~sesame_db.clients.client_info`.
 
     """
     connection = connections[db]
     audit = info is not None
-    statements, active_params, guarded = _consume_statements(db, audit, password, email)
+    # Without synchronous_commit, on PostgreSQL, when the statement is its
+    # own transaction: the durability of a caller's transaction is theirs.
+    asynchronous = (
+        not synchronous_commit
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and connection.get_autocommit()
+    )
+    prebuilt = _consume_statements(db, audit, password, email, asynchronous)
     moment = connection.ops.adapt_datetimefield_value(now)
     params: list[Any] = [
         moment,
         moment,
         record.pk,
-        *[moment if param is _USE_TIME else param for param in active_params],
+        *[moment if param is _USE_TIME else param for param in prebuilt.active_params],
     ]
-    if guarded:
+    if prebuilt.guarded:
         user = record.user
         params += [
             field.get_db_prep_value(getattr(user, field.attname), connection)
-            for field in guarded
+            for field in prebuilt.guarded
         ]
     values: list[Any] = []
     if info is not None:
@@ -385,19 +486,43 @@ def consume(
             info.get("method", ""),
             info.get("path", ""),
         ]
-    if len(statements) == 1:
+    driver = _driver_connection(connection)
+    if len(prebuilt.statements) == 1:
+        if driver is not None:
+            with connection.wrap_database_errors:
+                cursor = driver.execute(prebuilt.qmark[0], params + values)
+                return bool(cursor.rowcount == 1)
         with connection.cursor() as cursor:
-            cursor.execute(statements[0], params + values)
+            cursor.execute(prebuilt.statements[0], params + values)
             return bool(cursor.rowcount == 1)
-    update, insert = statements
+    # The driver gets what the ORM would send: a UUID key becomes a string
+    # on SQLite, for example.
+    user_id = prebuilt.user_field.get_db_prep_value(record.user_id, connection)
+    audit_params = [values[0], record.pk, user_id, *values[1:]]
+    if driver is not None and connection.autocommit and not connection.in_atomic_block:
+        # The transaction of the two statements, without atomic()'s
+        # bookkeeping: the same BEGIN and COMMIT as atomic() under
+        # autocommit, or a ROLLBACK if a statement fails.
+        update, insert = prebuilt.qmark
+        with connection.wrap_database_errors:
+            driver.execute(prebuilt.begin)
+            try:
+                if driver.execute(update, params).rowcount != 1:
+                    counted = False
+                else:
+                    driver.execute(insert, audit_params)
+                    counted = True
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise
+        return counted
+    # In a transaction already, or watched: Django's way.
+    update, insert = prebuilt.statements
     with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
         cursor.execute(update, params)
         if cursor.rowcount != 1:
             return False
-        # The driver gets what the ORM would send: a UUID key becomes a
-        # string on SQLite, for example.
-        user_id = record._meta.get_field("user").get_db_prep_value(
-            record.user_id, connection
-        )
-        cursor.execute(insert, [values[0], record.pk, user_id, *values[1:]])
+        cursor.execute(insert, audit_params)
     return True

@@ -230,6 +230,7 @@ def _consume(
         email=conf.INVALIDATE_ON_EMAIL_CHANGE,
         scope=scope,
         info=client_info(request) if conf.AUDIT else None,
+        synchronous_commit=conf.SYNCHRONOUS_COMMIT,
     )
 
 

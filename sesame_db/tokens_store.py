@@ -27,10 +27,13 @@ import hashlib
 import hmac
 import re
 import struct
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
-from .conf import conf
+from .conf import conf, is_watched
 from .exceptions import InvalidToken, Reason
 
 __all__ = [
@@ -62,17 +65,49 @@ def _key(secret_key: str | bytes, person: bytes) -> bytes:
     ).digest()
 
 
+# The keyed BLAKE2b states of each secret key, derived once: the MAC, the
+# scope tag and the user digest. Copying a state costs less than deriving a
+# key and keying a new hash, three times per use. Cleared when a setting
+# that they depend on changes.
+_Hashers = tuple[hashlib.blake2b, hashlib.blake2b, hashlib.blake2b]
+_hashers: dict[str | bytes, _Hashers] = {}
+
+
+def _keyed(secret_key: str | bytes) -> _Hashers:
+    try:
+        return _hashers[secret_key]
+    except KeyError:
+        pass
+    hashers = (
+        hashlib.blake2b(
+            digest_size=_MAC_SIZE, key=_key(secret_key, b"sesame_db.store")
+        ),
+        hashlib.blake2b(digest_size=3, key=_key(secret_key, b"sesame_db.scope")),
+        hashlib.blake2b(digest_size=16, key=_key(secret_key, b"sesame_db.user")),
+    )
+    if len(_hashers) > 16:  # Secret keys that SECRET_KEY_FALLBACKS dropped.
+        _hashers.clear()
+    _hashers[secret_key] = hashers
+    return hashers
+
+
+@receiver(setting_changed, dispatch_uid="sesame_db.tokens_store.clear_keys")
+def clear_keys(*, setting: str, **kwargs: Any) -> None:
+    if is_watched(setting):
+        _hashers.clear()
+
+
 def _mac(data: bytes, secret_key: str | bytes) -> bytes:
-    return hashlib.blake2b(
-        data, digest_size=_MAC_SIZE, key=_key(secret_key, b"sesame_db.store")
-    ).digest()
+    hasher = _keyed(secret_key)[0].copy()
+    hasher.update(data)
+    return hasher.digest()
 
 
 def scope_tag(scope: str, secret_key: str | bytes) -> bytes:
     """Return the 3-byte keyed hash of ``scope``."""
-    return hashlib.blake2b(
-        scope.encode(), digest_size=3, key=_key(secret_key, b"sesame_db.scope")
-    ).digest()
+    hasher = _keyed(secret_key)[1].copy()
+    hasher.update(scope.encode())
+    return hasher.digest()
 
 
 def user_digest(user: AbstractBaseUser) -> str:
@@ -93,9 +128,9 @@ def _user_digest(user: AbstractBaseUser, secret_key: str | bytes) -> str:
         data += user.password
     if conf.INVALIDATE_ON_EMAIL_CHANGE:
         data += "|" + (getattr(user, user.get_email_field_name()) or "")
-    return hashlib.blake2b(
-        data.encode(), digest_size=16, key=_key(secret_key, b"sesame_db.user")
-    ).hexdigest()
+    hasher = _keyed(secret_key)[2].copy()
+    hasher.update(data.encode())
+    return hasher.hexdigest()
 
 
 def to_expiry(expires_at: datetime.datetime | None) -> int:

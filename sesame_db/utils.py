@@ -13,14 +13,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from django.contrib.auth import aauthenticate, authenticate
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import InterfaceError, OperationalError
 from django.db.models import Model
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import ratelimit, verify
+from . import backends, ratelimit, verify
 from . import store as _store
 from .conf import conf
 from .exceptions import DatabaseUnavailable, InvalidToken, Reason
@@ -448,10 +447,11 @@ def _check_user(
     if token is None:
         return None, None
     with database_unavailable():
-        # authenticate() sets user.backend, which login() needs; the
-        # backend returns None for a rejected token, and verify tells why.
+        # backends.authenticate(), like Django's, sets user.backend, which
+        # login() needs; the backend returns None for a rejected token, and
+        # verify tells why.
         with verify.capture() as rejections:
-            user: AbstractBaseUser | None = authenticate(
+            user: AbstractBaseUser | None = backends.authenticate(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
         if user is not None and update_last_login and not conf.ONE_TIME:
@@ -472,7 +472,7 @@ async def _acheck_user(
         return None, None
     with database_unavailable():
         with verify.capture() as rejections:
-            user: AbstractBaseUser | None = await aauthenticate(
+            user: AbstractBaseUser | None = await backends.aauthenticate(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
         if user is not None and update_last_login and not conf.ONE_TIME:

@@ -12,6 +12,10 @@ def pytest_configure(config):
         "markers",
         "postgresql: the test needs PostgreSQL (deselected on other databases)",
     )
+    config.addinivalue_line(
+        "markers",
+        "sqlite: the test needs SQLite (deselected on other databases)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,17 +26,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             item.add_marker(skip)
         return
-    if connection.vendor != "postgresql":
-        # Tests of PostgreSQL behaviour run in the PostgreSQL run of the suite.
-        selected = [
-            item for item in items if item.get_closest_marker("postgresql") is None
-        ]
-        deselected = [
-            item for item in items if item.get_closest_marker("postgresql") is not None
-        ]
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
-            items[:] = selected
+    # Tests of PostgreSQL behaviour run in the PostgreSQL run of the suite,
+    # and those of SQLite behaviour in the SQLite run.
+    other = "sqlite" if connection.vendor == "postgresql" else "postgresql"
+    selected = [item for item in items if item.get_closest_marker(other) is None]
+    deselected = [item for item in items if item.get_closest_marker(other) is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @pytest.hookimpl(hookwrapper=True)

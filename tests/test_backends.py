@@ -16,14 +16,28 @@ from django.contrib.auth import (
     get_user as get_session_user,
 )
 from django.contrib.auth.backends import BaseBackend
+from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.signals import user_login_failed
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest
-from django.test import RequestFactory, SimpleTestCase, TestCase, override_settings
+from django.test import (
+    RequestFactory,
+    SimpleTestCase,
+    TestCase,
+    override_settings,
+)
 
+from sesame_db import utils as store_utils
 from sesame_db.backends import ModelBackend, SesameBackendMixin
+from sesame_db.backends import aauthenticate as sesame_aauthenticate
+from sesame_db.backends import authenticate as sesame_authenticate
+from sesame_db.models import TokenEvent
+from sesame_db.signals import token_rejected, token_used
 from sesame_db.tokens import MAX_TOKEN_LENGTH, create_token
 from sesame_db.tokens_v1 import create_token as create_token_v1
+from sesame_db.verify import capture
 
 from .mixins import AsyncNumQueriesMixin, CaptureLogMixin, CreateUserMixin
 
@@ -571,3 +585,213 @@ class TestSesameBackendMixin(SimpleTestCase):
             async_to_sync(backend.aauthenticate)(None, sesame_token=self.token),
             self.user,
         )
+
+
+# sesame_db.backends.authenticate() against django.contrib.auth.authenticate():
+# the same calls, in the same order, with the same outcome, for every token
+# and many lists of backends. The backends below record what happens to them.
+
+EVENTS: list[tuple[object, ...]] = []
+
+
+class Recording:
+    def __init__(self):
+        EVENTS.append(("init", type(self).__name__))
+
+    def record(self, credentials):
+        EVENTS.append(("authenticate", type(self).__name__, sorted(credentials)))
+
+
+class KwargsBackend(Recording, BaseBackend):
+    """Accepts any credentials and returns None."""
+
+    def authenticate(self, request, **credentials):
+        self.record(credentials)
+
+
+class PasswordBackend(Recording, BaseBackend):
+    """Doesn't accept a token: Django skips it."""
+
+    def authenticate(self, request, username=None, password=None):  # type: ignore[override]
+        self.record({"username": username})
+
+
+class AcceptBackend(Recording, BaseBackend):
+    """Accepts any token, as the user "other"."""
+
+    def authenticate(self, request, sesame_token=None, scope="", max_age=None):  # type: ignore[override]
+        self.record({"sesame_token": sesame_token})
+        return get_user_model().objects.get(username="other")
+
+
+class DenyBackend(Recording, BaseBackend):
+    """Stops authentication: no backend after it gets its turn."""
+
+    def authenticate(self, request, sesame_token=None, **credentials):
+        self.record(credentials)
+        raise PermissionDenied
+
+
+class InitModelBackend(Recording, DjangoModelBackend):
+    """Django's ModelBackend, with an __init__() that has an effect."""
+
+
+class DenyingSesameBackend(ModelBackend):
+    """sesame_db's backend, which stops authentication when a user is found."""
+
+    def user_can_authenticate(self, user):
+        EVENTS.append(("user_can_authenticate", user.pk))
+        raise PermissionDenied
+
+
+class OverridingSesameBackend(Recording, ModelBackend):  # type: ignore[misc]
+    """sesame_db's backend, with authenticate() overridden: Django inspects it."""
+
+    def authenticate(  # type: ignore[override]
+        self, request, sesame=None, scope="", max_age=None, *, sesame_token=None
+    ):
+        self.record({"sesame_token": sesame_token})
+        return super().authenticate(
+            request, scope=scope, max_age=max_age, sesame_token=sesame_token
+        )
+
+
+def path(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+DJANGO = "django.contrib.auth.backends.ModelBackend"
+ALLOW_ALL = "django.contrib.auth.backends.AllowAllUsersModelBackend"
+BACKEND_LISTS = [
+    [DJANGO, BACKEND],
+    [BACKEND],
+    [BACKEND, DJANGO],
+    [ALLOW_ALL, path(InitModelBackend), BACKEND],
+    [path(KwargsBackend), BACKEND],
+    [path(PasswordBackend), path(AcceptBackend), BACKEND],
+    [BACKEND, path(AcceptBackend)],
+    [path(DenyBackend), BACKEND],
+    [BACKEND, path(DenyBackend), path(AcceptBackend)],
+    [path(DenyingSesameBackend), BACKEND],
+    [path(OverridingSesameBackend), path(KwargsBackend)],
+    [path(PasswordBackend)],
+    [DJANGO],
+]
+
+
+class TestLikeDjangoAuthenticate(CreateUserMixin, TestCase):
+    """sesame_db.backends.authenticate() behaves as django.contrib.auth.authenticate() with a token."""
+
+    def setUp(self):
+        super().setUp()
+        self.other = self.create_user("other", email="other@example.com")
+        stored = store_utils.issue_token(self.user)[0]
+        stateless = create_token(self.user)
+        self.tokens = {
+            "valid": (stateless, ""),
+            "forged": (tampered(stateless), ""),
+            "wrong scope": (stateless, "read"),
+            "stored": (stored, ""),
+            "forged stored": (
+                stored[:-2] + ("AA" if stored[-2:] != "AA" else "BB"),
+                "",
+            ),
+            "stored, wrong scope": (stored, "read"),
+            "not a token": ("not a token", ""),
+        }
+        self.request = RequestFactory().get("/")
+        self.signals: list[tuple[object, ...]] = []
+
+        def on_failed(sender, credentials, request, **kwargs):
+            self.signals.append(("user_login_failed", sender, credentials, request))
+
+        def on_used(sender, user, **kwargs):
+            self.signals.append(("token_used", sender, user.pk))
+
+        def on_rejected(sender, reason, **kwargs):
+            self.signals.append(("token_rejected", sender, reason))
+
+        user_login_failed.connect(on_failed, weak=False)
+        self.addCleanup(user_login_failed.disconnect, on_failed)
+        token_used.connect(on_used, weak=False)
+        self.addCleanup(token_used.disconnect, on_used)
+        token_rejected.connect(on_rejected, weak=False)
+        self.addCleanup(token_rejected.disconnect, on_rejected)
+        del EVENTS[:]
+
+    def outcome(self, call, token, scope):
+        """Run ``call`` and describe everything that it did."""
+        caches["default"].clear()  # the audit's bound on repeated rejections
+        del EVENTS[:], self.signals[:]
+        events = TokenEvent.objects.count()
+        # token_used is sent on commit.
+        with self.captureOnCommitCallbacks(execute=True), capture() as rejections:
+            try:
+                user = call(self.request, sesame_token=token, scope=scope, max_age=None)
+            except Exception as exc:
+                user = exc
+        result: object = None
+        if isinstance(user, Exception):
+            result = (type(user), str(user))
+        elif user is not None:
+            result = (user.pk, user.backend)
+        return {
+            "result": result,
+            "calls": list(EVENTS),
+            "signals": list(self.signals),
+            "rejections": [exc.reason for exc in rejections],
+            "audit events": TokenEvent.objects.count() - events,
+        }
+
+    def test_same_as_django(self):
+        for backends in BACKEND_LISTS:
+            for name, (token, scope) in self.tokens.items():
+                with self.subTest(backends=backends, token=name):
+                    with override_settings(AUTHENTICATION_BACKENDS=backends):
+                        expected = self.outcome(authenticate, token, scope)
+                        actual = self.outcome(sesame_authenticate, token, scope)
+                    self.assertEqual(actual, expected)
+
+    def test_same_as_django_async(self):
+        def sync(function):
+            return lambda *args, **kwargs: async_to_sync(function)(*args, **kwargs)
+
+        for backends in BACKEND_LISTS:
+            for name, (token, scope) in self.tokens.items():
+                with self.subTest(backends=backends, token=name):
+                    with override_settings(AUTHENTICATION_BACKENDS=backends):
+                        expected = self.outcome(sync(aauthenticate), token, scope)
+                        actual = self.outcome(sync(sesame_aauthenticate), token, scope)
+                    self.assertEqual(actual, expected)
+
+    def test_the_usual_backends(self):
+        # The tests above can't pass by both doing nothing.
+        token, _ = self.tokens["stored"]
+        with override_settings(AUTHENTICATION_BACKENDS=[DJANGO, BACKEND]):
+            outcome = self.outcome(sesame_authenticate, token, "")
+        self.assertEqual(outcome["result"], (self.user.pk, BACKEND))
+        self.assertEqual(
+            outcome["signals"], [("token_used", ModelBackend, self.user.pk)]
+        )
+        self.assertEqual(outcome["audit events"], 1)
+
+    def test_no_backends(self):
+        token, _ = self.tokens["valid"]
+        with override_settings(AUTHENTICATION_BACKENDS=[]):
+            expected = self.outcome(authenticate, token, "")
+            actual = self.outcome(sesame_authenticate, token, "")
+        self.assertEqual(actual, expected)
+        self.assertEqual(actual["result"][0], ImproperlyConfigured)
+
+    def test_backends_follow_the_setting(self):
+        token, _ = self.tokens["valid"]
+        with override_settings(AUTHENTICATION_BACKENDS=[path(AcceptBackend)]):
+            self.assertEqual(
+                sesame_authenticate(None, sesame_token=token, scope="", max_age=None),
+                self.other,
+            )
+        with override_settings(AUTHENTICATION_BACKENDS=[BACKEND]):
+            self.assertEqual(
+                sesame_authenticate(None, sesame_token=token, scope="", max_age=None),
+                self.user,
+            )

@@ -45,6 +45,7 @@ class TestDefaults(SimpleTestCase):
         "CONFIRM_TEMPLATE": "sesame_db/confirm.html",
         "TOKEN_RETENTION": 30 * 86400,
         "EVENT_RETENTION": 365 * 86400,
+        "SYNCHRONOUS_COMMIT": True,
         # The admin.
         "ADMIN_SCOPES": [],
         "ADMIN_EVENTS_DELETABLE": False,
@@ -97,6 +98,7 @@ class TestOverrideSettings(SimpleTestCase):
             "CONFIRM_TEMPLATE": "confirm.html",
             "TOKEN_RETENTION": 3600,
             "EVENT_RETENTION": 7200,
+            "SYNCHRONOUS_COMMIT": False,
             "ADMIN_SCOPES": ["login", "report:42"],
             "ADMIN_EVENTS_DELETABLE": True,
             "RATE_LIMIT": {"failures": 5, "period": 60},

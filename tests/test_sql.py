@@ -10,17 +10,23 @@ on SQLite or PostgreSQL as ``SESAME_TEST_DB`` says.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
+import pytest
 from django.contrib.auth import get_user_model
-from django.db import router
-from django.test import TestCase
+from django.db import IntegrityError, connection, connections, router, transaction
+from django.test import TestCase, TransactionTestCase, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sesame_db import sql, store
 from sesame_db.exceptions import InvalidToken, Reason
 from sesame_db.models import IssuedToken, TokenEvent
+from sesame_db.utils import get_user, issue_token
 
 if TYPE_CHECKING:
     from django.test import TestCase as _TestCase
@@ -257,3 +263,218 @@ class DefaultUserModelTests(SqlEqualsOrm, TestCase):
         return get_user_model().objects.create_user(
             name, f"{name}@example.com", "letmein", **extra
         )
+
+
+class DefaultUserModelAutocommitTests(SqlEqualsOrm, TransactionTestCase):
+    """The same, outside a transaction: on SQLite, consume() runs its own on the driver's connection."""
+
+    def create_user(self, name: str, **extra: Any) -> Any:
+        return get_user_model().objects.create_user(
+            name, f"{name}@example.com", "letmein", **extra
+        )
+
+
+@pytest.mark.sqlite
+class SqliteDriverTests(TransactionTestCase):
+    """On SQLite, the prebuilt statements run on the driver's connection, in autocommit mode."""
+
+    def setUp(self) -> None:
+        self.user = get_user_model().objects.create_user(
+            "john", "john@example.com", "letmein"
+        )
+        self.token, self.record = issue_token(self.user)
+
+    @contextlib.contextmanager
+    def traced(self) -> Iterator[list[str]]:
+        """Collect the statements that SQLite runs, whichever way they come."""
+        statements: list[str] = []
+        connection.ensure_connection()
+        driver = connection.connection
+        assert driver is not None
+        driver.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            driver.set_trace_callback(None)
+
+    def keywords(self, statements: list[str]) -> list[str]:
+        return [sql.split(None, 1)[0].upper() for sql in self.own(statements)]
+
+    def own(self, statements: list[str]) -> list[str]:
+        # Leave out what SQLite reports of triggers, and the SELECT QUOTE()
+        # with which Django's debug cursor renders parameters in its log.
+        return [
+            sql for sql in statements if not sql.startswith(("--", "SELECT QUOTE("))
+        ]
+
+    def use_count(self) -> int:
+        return IssuedToken.objects.get(pk=self.record.pk).use_count
+
+    def test_statements_of_a_use(self) -> None:
+        for audit, expected in [
+            (True, ["SELECT", "BEGIN", "UPDATE", "INSERT", "COMMIT"]),
+            (False, ["SELECT", "UPDATE"]),
+        ]:
+            with self.subTest(audit=audit), override_settings(SESAME_AUDIT=audit):
+                with self.traced() as statements:
+                    self.assertEqual(get_user(self.token), self.user)
+                self.assertEqual(self.keywords(statements), expected)
+                # Django's cursors get the same statements when they are
+                # watched, as by assertNumQueries().
+                with (
+                    CaptureQueriesContext(connection) as queries,
+                    self.traced() as watched,
+                ):
+                    self.assertEqual(get_user(self.token), self.user)
+                self.assertEqual(self.keywords(watched), expected)
+                self.assertEqual(
+                    [query["sql"] for query in queries.captured_queries],
+                    self.own(watched),
+                )
+        self.assertEqual(self.use_count(), 4)
+
+    def test_rejected_use(self) -> None:
+        IssuedToken.objects.filter(pk=self.record.pk).update(max_uses=1, use_count=1)
+        with self.traced() as statements:
+            self.assertIsNone(get_user(self.token))
+        # The SELECT finds it used up: no transaction, and the rejection's
+        # audit event.
+        self.assertEqual(self.keywords(statements), ["SELECT", "INSERT"])
+        self.assertFalse(connection.in_atomic_block)
+
+    def test_failed_insert_rolls_the_use_back(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TRIGGER sesame_db_test_fail BEFORE INSERT ON sesame_db_tokenevent "
+                "BEGIN SELECT RAISE(ABORT, 'audit failed'); END"
+            )
+        try:
+            with self.traced() as statements, self.assertRaises(IntegrityError):
+                get_user(self.token)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("DROP TRIGGER sesame_db_test_fail")
+        # SQLite reports the INSERT again for the trigger's program.
+        keywords = self.keywords(statements)
+        self.assertEqual(keywords[:4], ["SELECT", "BEGIN", "UPDATE", "INSERT"])
+        self.assertEqual(keywords[-1], "ROLLBACK")
+        self.assertNotIn("COMMIT", keywords)
+        driver = connection.connection
+        assert driver is not None
+        self.assertFalse(driver.in_transaction)
+        self.assertEqual(self.use_count(), 0)
+        # The connection is usable, in autocommit mode.
+        self.assertTrue(connection.get_autocommit())
+        self.assertEqual(get_user(self.token), self.user)
+        self.assertEqual(self.use_count(), 1)
+
+    def test_in_an_outer_transaction(self) -> None:
+        # atomic() decides, as before: no BEGIN of its own, and a rollback of
+        # the outer block takes the use back.
+        with self.traced() as statements, transaction.atomic():
+            self.assertEqual(get_user(self.token), self.user)
+            transaction.set_rollback(True)
+        self.assertEqual(
+            self.keywords(statements),
+            ["BEGIN", "SELECT", "UPDATE", "INSERT", "ROLLBACK"],
+        )
+        self.assertEqual(self.use_count(), 0)
+
+    def test_transaction_mode(self) -> None:
+        # The BEGIN of atomic(), as the database's OPTIONS set it.
+        sql._consume_statements.cache_clear()
+        self.addCleanup(sql._consume_statements.cache_clear)
+        with (
+            mock.patch.object(connection, "transaction_mode", "IMMEDIATE"),
+            self.traced() as statements,
+        ):
+            self.assertEqual(get_user(self.token), self.user)
+        self.assertEqual(statements[1], "BEGIN IMMEDIATE")
+
+
+@pytest.mark.postgresql
+class SynchronousCommitTests(TransactionTestCase):
+    """SESAME_SYNCHRONOUS_COMMIT = False: the use's statement doesn't wait for its WAL flush."""
+
+    SET = "set_config('synchronous_commit', 'off', true)"
+
+    def setUp(self) -> None:
+        self.user = get_user_model().objects.create_user(
+            "john", "john@example.com", "letmein"
+        )
+        self.token, self.record = issue_token(self.user)
+
+    def use_statements(self) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(get_user(self.token), self.user)
+        return [
+            query["sql"]
+            for query in queries.captured_queries
+            if "sesame_db_issuedtoken" in query["sql"]
+            and not query["sql"].startswith("SELECT")
+        ]
+
+    def test_default_is_durable(self) -> None:
+        for audit in [True, False]:
+            with self.subTest(audit=audit), override_settings(SESAME_AUDIT=audit):
+                [statement] = self.use_statements()
+                self.assertNotIn("synchronous_commit", statement)
+
+    @override_settings(SESAME_SYNCHRONOUS_COMMIT=False)
+    def test_off(self) -> None:
+        for audit in [True, False]:
+            with self.subTest(audit=audit), override_settings(SESAME_AUDIT=audit):
+                [statement] = self.use_statements()
+                self.assertIn(self.SET, statement)
+        # Both uses were counted, and the audited one recorded.
+        self.assertEqual(IssuedToken.objects.get(pk=self.record.pk).use_count, 2)
+        self.assertEqual(
+            TokenEvent.objects.filter(token=self.record, kind="used").count(), 1
+        )
+
+    @override_settings(SESAME_SYNCHRONOUS_COMMIT=False)
+    def test_not_in_the_callers_transaction(self) -> None:
+        # The durability of an outer transaction, such as ATOMIC_REQUESTS',
+        # is the caller's.
+        with transaction.atomic():
+            [statement] = self.use_statements()
+            self.assertNotIn("synchronous_commit", statement)
+
+    @override_settings(SESAME_SYNCHRONOUS_COMMIT=False)
+    def test_the_setting_applies_to_the_statements_transaction(self) -> None:
+        # What the statement does to its transaction, seen from inside one:
+        # consume() takes it for its own, as it is in autocommit mode.
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = on")
+        for audit in [True, False]:
+            with (
+                self.subTest(audit=audit),
+                override_settings(SESAME_AUDIT=audit),
+                transaction.atomic(),
+            ):
+                record = sql.fetch("default", self.record.pk)
+                assert record is not None
+                # As consume() sees a connection in autocommit mode.
+                with (
+                    mock.patch.object(connections["default"], "in_atomic_block", False),
+                    mock.patch.object(connections["default"], "autocommit", True),
+                ):
+                    self.assertTrue(
+                        sql.consume(
+                            record,
+                            timezone.now(),
+                            "default",
+                            password=True,
+                            email=False,
+                            scope="",
+                            info={} if audit else None,
+                            synchronous_commit=False,
+                        )
+                    )
+                with connection.cursor() as cursor:
+                    cursor.execute("SHOW synchronous_commit")
+                    self.assertEqual(cursor.fetchone(), ("off",))
+            # Only for that transaction.
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                self.assertEqual(cursor.fetchone(), ("on",))
