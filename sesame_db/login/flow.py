@@ -23,7 +23,6 @@ their ``detail``, which starts with ``"login: "``:
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -290,11 +289,13 @@ def _issue(
             code=browser.code(record.pk, nonce) if conf.LOGIN_CODE else "",
             user=user,
         )
-        transaction.on_commit(
-            functools.partial(_deliver, request, context, email, record.pk, user),
-            using=db,
-            robust=True,
-        )
+        pk = record.pk
+
+        def deliver_login_email() -> None:
+            _deliver(request, context, email, pk, user)
+
+        # Robust: a failure to send is logged, and the answer stays the same.
+        transaction.on_commit(deliver_login_email, using=db, robust=True)
     pending.links.append((record.pk, _expiry(record.expires_at)))
     del pending.links[: -max(int(conf.LOGIN_MAX_VALID_LINKS), 1)]
 
@@ -314,10 +315,11 @@ def _signup_email(
         query["next"] = pending.next
     context = _context(request, email)
     context.update(link=link_url(request, query), signup=True)
-    transaction.on_commit(
-        functools.partial(_deliver, request, context, email, None, None),
-        robust=True,
-    )
+
+    def deliver_signup_email() -> None:
+        _deliver(request, context, email, None, None)
+
+    transaction.on_commit(deliver_signup_email, robust=True)
 
 
 def signup_email(request: HttpRequest, value: str) -> str | None:

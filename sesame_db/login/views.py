@@ -49,7 +49,7 @@ def _failed(request: HttpRequest) -> HttpResponse:
 
 
 @method_decorator(csrf_protect, name="dispatch")
-class LoginRequestView(FormView[LoginRequestForm]):
+class LoginRequestView(FormView):  # type: ignore[type-arg]
     """
     Ask for a login link by email: the ``sesame_db:login-request`` page.
 
@@ -163,10 +163,10 @@ class LoginLinkView(LoginView):
         return _failed(self.request)
 
     def login_success(self) -> HttpResponseBase:
+        # The cookie stays until it expires: a link opened again in this
+        # browser is then refused as used, not as opened elsewhere.
         flow.Pending.clear(self.request)
-        response = super().login_success()
-        response.delete_cookie(browser.COOKIE_NAME, samesite="Lax")
-        return response
+        return super().login_success()
 
 
 def _log_in(
@@ -189,7 +189,7 @@ def _log_in(
 
 
 @method_decorator(csrf_protect, name="dispatch")
-class LoginCodeView(FormView[LoginCodeForm]):
+class LoginCodeView(FormView):  # type: ignore[type-arg]
     """
     Type the code of the email: the ``sesame_db:login-code`` page.
 
@@ -232,11 +232,7 @@ class LoginCodeView(FormView[LoginCodeForm]):
         if (response := _log_in(request, token, self)) is not None:
             return response
         flow.Pending.clear(request)
-        response = HttpResponseRedirect(
-            next_url or resolve_url(settings.LOGIN_REDIRECT_URL)
-        )
-        response.delete_cookie(browser.COOKIE_NAME, samesite="Lax")
-        return response
+        return HttpResponseRedirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
 
     def login_failed(self) -> HttpResponseBase:
         return _failed(self.request)
