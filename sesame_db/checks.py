@@ -378,7 +378,11 @@ def check_login_settings(
 
     errors: list[CheckMessage] = []
     max_age = conf.LOGIN_MAX_AGE
-    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not max_age > 0:
+    if (
+        isinstance(max_age, bool)
+        or not isinstance(max_age, (int, float))
+        or not max_age > 0
+    ):
         errors.append(
             Error(
                 f"SESAME_LOGIN_MAX_AGE must be a positive number of seconds or a timedelta, not {max_age!r}.",
@@ -407,7 +411,7 @@ def check_login_settings(
             )
             or isinstance(period, bool)
             or not isinstance(period, numbers.Real)
-            or not period > 0
+            or not float(period) > 0
         ):
             errors.append(
                 Error(
@@ -436,7 +440,9 @@ def check_login_settings(
             )
         )
     for name in ("SEND_EMAIL", "SIGNUP"):
-        if (error := _dotted_path_error(name, getattr(conf, "LOGIN_" + name))) is not None:
+        if (
+            error := _dotted_path_error(name, getattr(conf, "LOGIN_" + name))
+        ) is not None:
             errors.append(error)
     base_url = conf.LOGIN_BASE_URL
     if base_url is not None:

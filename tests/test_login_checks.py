@@ -84,9 +84,7 @@ class LoginChecksTests(SimpleTestCase):
             ]:
                 with self.subTest(name=name, value=value):
                     self.assertErrors(["sesame_db.E035"], **{name: value})
-            self.assertErrors(
-                [], **{name: "tests.test_login_checks.a_function"}
-            )
+            self.assertErrors([], **{name: "tests.test_login_checks.a_function"})
 
     def test_e036_base_url(self):
         for value in [

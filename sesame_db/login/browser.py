@@ -12,6 +12,7 @@ key derived from :setting:`SECRET_KEY`.
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import secrets
 
@@ -19,7 +20,7 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.crypto import salted_hmac
 
-from ..conf import conf
+from sesame_db.conf import conf
 
 __all__ = [
     "COOKIE_NAME",
@@ -47,7 +48,9 @@ def get_nonce(request: HttpRequest) -> str | None:
     if value is None:
         return None
     try:
-        nonce = signing.loads(value, salt=_SALT, max_age=conf.LOGIN_MAX_AGE)
+        nonce = signing.loads(
+            value, salt=_SALT, max_age=datetime.timedelta(seconds=conf.LOGIN_MAX_AGE)
+        )
     except signing.BadSignature:  # SignatureExpired included
         return None
     return nonce if isinstance(nonce, str) else None

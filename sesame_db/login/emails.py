@@ -24,7 +24,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.module_loading import import_string
 
-from ..conf import conf
+from sesame_db.conf import conf
 
 __all__ = ["render", "send", "send_email"]
 
@@ -33,9 +33,10 @@ def render(
     context: dict[str, Any], request: HttpRequest | None = None
 ) -> tuple[str, str, str]:
     """Render the subject, the plain-text body and the HTML body of the email."""
-    subject = render_to_string("sesame_db/login/email_subject.txt", context, request)
     # One line: a newline in a subject is a header injection.
-    subject = " ".join(subject.split())
+    subject = " ".join(
+        render_to_string("sesame_db/login/email_subject.txt", context, request).split()
+    )
     text = render_to_string("sesame_db/login/email.txt", context, request)
     html = render_to_string("sesame_db/login/email.html", context, request)
     return subject, text, html

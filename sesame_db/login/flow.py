@@ -34,13 +34,13 @@ from django.core import signing
 from django.db import router, transaction
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.module_loading import import_string
 
-from .. import ratelimit, store, tokens_store
-from ..conf import conf
-from ..exceptions import Reason
+from sesame_db import ratelimit, store, tokens_store
+from sesame_db.conf import conf
+from sesame_db.exceptions import Reason
+
 from . import browser, emails
 
 __all__ = [
@@ -180,7 +180,7 @@ def _expiry(record_expires_at: datetime.datetime | None) -> float | None:
 def _revoke_earlier(user: AbstractBaseUser, request: HttpRequest) -> None:
     IssuedToken, _ = store.get_models()
     keep = max(int(conf.LOGIN_MAX_VALID_LINKS) - 1, 0)
-    active = IssuedToken._default_manager.filter(user=user, scope=SCOPE).active()
+    active = IssuedToken._default_manager.filter(user_id=user.pk, scope=SCOPE).active()
     if keep:
         # The newest ones stay valid, with the new link.
         ids = list(active.order_by("-created").values_list("pk", flat=True)[keep:])
@@ -325,7 +325,11 @@ def _signup_email(
 def signup_email(request: HttpRequest, value: str) -> str | None:
     """Return the address of the sign-up link ``value`` if it's authentic, recent and for this browser, else :obj:`None`."""
     try:
-        data = signing.loads(value, salt=SIGNUP_SALT, max_age=conf.LOGIN_MAX_AGE)
+        data = signing.loads(
+            value,
+            salt=SIGNUP_SALT,
+            max_age=datetime.timedelta(seconds=conf.LOGIN_MAX_AGE),
+        )
         email, tag = str(data["email"]), str(data["browser"])
     except (signing.BadSignature, KeyError, TypeError):
         return None

@@ -6,10 +6,11 @@ The forms of login by email: the request of a link, and the code.
 from __future__ import annotations
 
 import re
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from ..conf import conf
+from sesame_db.conf import conf
 
 __all__ = ["LoginCodeForm", "LoginRequestForm"]
 

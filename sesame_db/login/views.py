@@ -23,14 +23,24 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.generic import FormView
 
-from ..conf import conf
-from ..confirm import ALL_ALIASES, SAFE_METHODS, csrf_rejection, render_confirmation
-from ..exceptions import DatabaseUnavailable, InvalidToken
-from ..responses import is_rate_limited, rate_limited_response, unavailable_response
-from ..tokens import decode_token
-from ..tokens_store import StoredClaims
-from ..utils import check_user, database_unavailable
-from ..views import LoginView
+from sesame_db.conf import conf
+from sesame_db.confirm import (
+    ALL_ALIASES,
+    SAFE_METHODS,
+    csrf_rejection,
+    render_confirmation,
+)
+from sesame_db.exceptions import DatabaseUnavailable, InvalidToken
+from sesame_db.responses import (
+    is_rate_limited,
+    rate_limited_response,
+    unavailable_response,
+)
+from sesame_db.tokens import decode_token
+from sesame_db.tokens_store import StoredClaims
+from sesame_db.utils import check_user, database_unavailable
+from sesame_db.views import LoginView
+
 from . import browser, flow
 from .forms import LoginCodeForm, LoginRequestForm
 
@@ -113,7 +123,9 @@ class LoginLinkView(LoginView):
             )
         return super().get(request, *args, **kwargs)
 
-    def check_browser(self, request: HttpRequest, token: str) -> HttpResponseBase | None:
+    def check_browser(
+        self, request: HttpRequest, token: str
+    ) -> HttpResponseBase | None:
         """Return the answer for a link opened in another browser, or :obj:`None`."""
         try:
             decoded = decode_token(token, scope=self.scope, stored=True)
@@ -169,9 +181,7 @@ class LoginLinkView(LoginView):
         return super().login_success()
 
 
-def _log_in(
-    request: HttpRequest, token: str, view: Any
-) -> HttpResponseBase | None:
+def _log_in(request: HttpRequest, token: str, view: Any) -> HttpResponseBase | None:
     """Log in with ``token`` through :func:`~sesame_db.utils.check_user`; return the answer of a failure, or :obj:`None`."""
     try:
         user = check_user(request, flow.SCOPE, token=token)
@@ -208,7 +218,7 @@ class LoginCodeView(FormView):  # type: ignore[type-arg]
     def as_view(cls, **initkwargs: Any) -> Any:
         view = super().as_view(**initkwargs)
         # Use the token outside of ATOMIC_REQUESTS, as LoginView does.
-        view._non_atomic_requests = ALL_ALIASES
+        view._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]
         return view
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -216,7 +226,7 @@ class LoginCodeView(FormView):  # type: ignore[type-arg]
         context["request_url"] = reverse("sesame_db:login-request")
         return context
 
-    def form_valid(self, form: LoginCodeForm) -> HttpResponseBase:
+    def form_valid(self, form: LoginCodeForm) -> HttpResponseBase:  # type: ignore[override]
         request = self.request
         token = flow.check_code(request, form.cleaned_data["code"])
         if token is None:
@@ -232,7 +242,9 @@ class LoginCodeView(FormView):  # type: ignore[type-arg]
         if (response := _log_in(request, token, self)) is not None:
             return response
         flow.Pending.clear(request)
-        return HttpResponseRedirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
+        return HttpResponseRedirect(
+            next_url or resolve_url(settings.LOGIN_REDIRECT_URL)
+        )
 
     def login_failed(self) -> HttpResponseBase:
         return _failed(self.request)
