@@ -98,3 +98,19 @@ def test_link_opened_elsewhere_still_works_in_the_right_browser(
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#user")).to_have_text("bob")
     assert IssuedToken.objects.get(scope=flow.SCOPE).use_count == 1
+
+
+def test_confirmation_page_of_any_link_passes_the_csrf_check(
+    new_page, expect, live_server
+):
+    """sesame_db/confirm.html, for @authenticate(confirm=True): the same bug, fixed there too."""
+    from sesame_db import utils
+
+    carol = get_user_model().objects.create_user("carol", "carol@example.com")
+    token, _ = utils.issue_token(carol)
+    page = new_page()
+    page.goto(f"/confirmed/?sesame={token}")
+    with page.expect_response(lambda r: r.request.method == "POST") as post:
+        page.get_by_role("button", name="Continue").click()
+    assert post.value.status == 200
+    expect(page.locator("body")).to_have_text("hello carol (POST)")

@@ -21,6 +21,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # @authenticate(scope="report:{pk}"): a link for one report opens only that report.
     path("report/<int:pk>/", store_urls.report),
+    # @authenticate(confirm=True): sesame_db/confirm.html.
+    path("confirmed/", store_urls.confirmed),
     # Login by email.
     path("auth/", include("sesame_db.urls")),
 ]
