@@ -634,3 +634,14 @@ class SignupOffTests(LoginTestCase):
             self.request_link("new@example.com")
             _, link, _ = self.last_email()
         self.assertEqual(self.client.post(link).status_code, 403)
+
+
+class FrenchTests(LoginTestCase):
+    def test_pages_and_email_in_french(self):
+        with override_settings(LANGUAGE_CODE="fr"):
+            response = self.client.get(REQUEST)
+            self.assertContains(response, "M’envoyer un lien")
+            response = self.request_link()
+            self.assertContains(response, "Consultez vos e-mails")
+            self.assertEqual(mail.outbox[0].subject, "Votre lien de connexion")
+            self.assertIn("pendant 10 minutes", mail.outbox[0].body)
