@@ -236,6 +236,29 @@ class LinkTests(LoginTestCase):
             [("rejected", Reason.USED_UP, "")],
         )
 
+    def test_audit_trail_of_the_tutorial(self):
+        """docs/tutorial.rst shows these events of a link used, then replayed."""
+        self.request_link()
+        _, link, _ = self.last_email()
+        self.client.post(link)
+        self.client.post(link)
+        issued = IssuedToken.objects.filter(scope="sesame_db:login").earliest(
+            "created"
+        )
+        self.assertEqual((issued.status, issued.use_count), ("used_up", 1))
+        self.assertEqual(
+            [
+                (e.kind, e.reason, e.detail)
+                for e in issued.events.order_by("created_at", "pk")
+            ],
+            [
+                ("issued", "", "login: requested by email"),
+                ("issued", "", "login: email sent"),
+                ("used", "", ""),
+                ("rejected", "used_up", ""),
+            ],
+        )
+
     def test_cross_site_post_is_refused(self):
         client = Client(enforce_csrf_checks=True)
         with self.captureOnCommitCallbacks(execute=True):
