@@ -214,6 +214,14 @@ class LinkTests(LoginTestCase):
         self.assertEqual(record.use_count, 1)
         self.assertEqual(self.events(record, kind="used"), [("used", "", "")])
 
+    def test_session_key_rotates(self):
+        self.request_link()
+        _, link, _ = self.last_email()
+        before = self.client.session.session_key
+        self.client.post(link)
+        self.assertLoggedIn(self.client)
+        self.assertNotEqual(self.client.session.session_key, before)
+
     def test_scanners_dont_use_the_link(self):
         self.request_link()
         _, link, _ = self.last_email()
@@ -242,9 +250,7 @@ class LinkTests(LoginTestCase):
         _, link, _ = self.last_email()
         self.client.post(link)
         self.client.post(link)
-        issued = IssuedToken.objects.filter(scope="sesame_db:login").earliest(
-            "created"
-        )
+        issued = IssuedToken.objects.filter(scope="sesame_db:login").earliest("created")
         self.assertEqual((issued.status, issued.use_count), ("used_up", 1))
         self.assertEqual(
             [
@@ -522,6 +528,14 @@ class CodeTests(LoginTestCase):
         # The link is the same single use.
         self.client.logout()
         self.assertEqual(self.client.post(link).status_code, 403)
+
+    def test_session_key_rotates(self):
+        self.request_link()
+        _, _, code = self.last_email()
+        before = self.client.session.session_key
+        self.client.post(CODE, {"code": code})
+        self.assertLoggedIn(self.client)
+        self.assertNotEqual(self.client.session.session_key, before)
 
     def test_code_after_the_link_is_refused(self):
         self.request_link()
