@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime
 import re
+import threading
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core import mail
 from django.core.cache import cache
-from django.test import Client, TestCase, override_settings
+from django.db import connection
+from django.test import Client, TestCase, TransactionTestCase, override_settings
 from django.urls import reverse
 
 from sesame_db import utils
@@ -682,3 +685,55 @@ class FrenchTests(LoginTestCase):
             self.assertContains(response, "Consultez vos e-mails")
             self.assertEqual(mail.outbox[0].subject, "Votre lien de connexion")
             self.assertIn("pendant 10 minutes", mail.outbox[0].body)
+
+
+@pytest.mark.postgresql
+class ConcurrentLinkAndCodeTests(TransactionTestCase):
+    """The link and its code, used at once from many requests of the right browser: one login."""
+
+    THREADS = 16
+
+    def setUp(self):
+        cache.clear()
+        self.addCleanup(cache.clear)
+        get_user_model().objects.create_user("john", "john@example.com")
+
+    def test_exactly_one_use(self):
+        client = Client()
+        client.post(REQUEST, {"email": "john@example.com"})  # Autocommit: sent.
+        body = str(mail.outbox[-1].body)
+        link = link_re.findall(body)[0].replace("http://testserver", "")
+        code = code_re.findall(body)[0]
+        barrier = threading.Barrier(self.THREADS)
+        statuses: list[int] = []
+        errors: list[BaseException] = []
+
+        def use(index):
+            browser_client = Client()
+            browser_client.cookies = client.cookies
+            try:
+                barrier.wait(timeout=30)
+                if index % 2:
+                    response = browser_client.post(link)
+                else:
+                    response = browser_client.post(CODE, {"code": code})
+                statuses.append(response.status_code)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [
+            threading.Thread(target=use, args=(index,)) for index in range(self.THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(errors, [])
+        self.assertEqual(statuses.count(302), 1, statuses)
+        record = IssuedToken.objects.get(scope=flow.SCOPE)
+        self.assertEqual(record.use_count, 1)
+        self.assertEqual(
+            TokenEvent.objects.filter(token=record, kind="used").count(), 1
+        )
