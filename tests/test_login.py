@@ -57,8 +57,9 @@ class LoginTestCase(CreateUserMixin, TestCase):
 
     def request_link(self, email="john@example.com", client=None, **data):
         client = client or self.client
+        headers = {k: data.pop(k) for k in list(data) if k.startswith("HTTP_")}
         with self.captureOnCommitCallbacks(execute=True):
-            response = client.post(REQUEST, {"email": email, **data})
+            response = client.post(REQUEST, {"email": email, **data}, **headers)
         return response
 
     def last_email(self):
@@ -451,6 +452,18 @@ class ThrottleTests(LoginTestCase):
         # Another client isn't limited.
         self.request_link(client=Client(REMOTE_ADDR="192.0.2.7"))
         self.assertEqual(len(mail.outbox), 1)
+
+    @override_settings(SESAME_LOGIN_THROTTLE={"address": 3, "client": 2, "period": 60})
+    def test_spoofed_forwarded_for_is_the_same_client(self):
+        for number in range(3):
+            self.request_link(
+                f"nobody{number}@example.com",
+                HTTP_X_FORWARDED_FOR=f"198.51.100.{number}",
+            )
+        self.assertEqual(
+            self.events(kind="rejected"),
+            [("rejected", Reason.RATE_LIMITED, "login: request throttled per client")],
+        )
 
     @override_settings(SESAME_LOGIN_THROTTLE=None)
     def test_off(self):
