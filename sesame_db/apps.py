@@ -21,6 +21,7 @@ class SesameDbConfig(AppConfig):
         checks.register(sesame_checks.check_middleware, checks.Tags.security)
         checks.register(sesame_checks.check_store_settings, checks.Tags.security)
         checks.register(sesame_checks.check_migrations, checks.Tags.database)
+        checks.register(sesame_checks.check_login_settings, checks.Tags.security)
         # login() mustn't write last_login again after a one-time token's
         # consumption wrote it; see sesame_db.backends.update_last_login().
         replace_update_last_login()

@@ -26,6 +26,7 @@ from .conf import conf
 
 __all__ = [
     "check_backends",
+    "check_login_settings",
     "check_middleware",
     "check_migrations",
     "check_settings",
@@ -339,3 +340,125 @@ def check_migrations(
                 )
             )
     return warnings
+
+
+# Login by email (sesame_db.urls): sesame_db.E030 to E036.
+
+MIN_CODE_LENGTH = 6
+MAX_CODE_LENGTH = 12
+
+
+def _dotted_path_error(name: str, value: Any) -> CheckMessage | None:
+    if value is None:
+        return None
+    problem = None
+    if not isinstance(value, str):
+        problem = f"not {value!r}"
+    else:
+        try:
+            function = import_string(value)
+        except ImportError as exc:
+            problem = f"{value!r} can't be imported: {exc}"
+        else:
+            if not callable(function):
+                problem = f"{value!r} isn't callable"
+    if problem is None:
+        return None
+    return Error(
+        f"SESAME_LOGIN_{name} must be None or the dotted path of a function; {problem}.",
+        id="sesame_db.E035",
+    )
+
+
+def check_login_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Check the ``SESAME_LOGIN_*`` settings of login by email."""
+    from urllib.parse import urlsplit
+
+    errors: list[CheckMessage] = []
+    max_age = conf.LOGIN_MAX_AGE
+    if (
+        isinstance(max_age, bool)
+        or not isinstance(max_age, (int, float))
+        or not max_age > 0
+    ):
+        errors.append(
+            Error(
+                f"SESAME_LOGIN_MAX_AGE must be a positive number of seconds or a timedelta, not {max_age!r}.",
+                id="sesame_db.E030",
+            )
+        )
+    valid_links = conf.LOGIN_MAX_VALID_LINKS
+    if not _is_int(valid_links) or valid_links < 1:
+        errors.append(
+            Error(
+                f"SESAME_LOGIN_MAX_VALID_LINKS must be a positive integer, not {valid_links!r}.",
+                id="sesame_db.E031",
+            )
+        )
+    throttle = conf.LOGIN_THROTTLE
+    if throttle is not None:
+        period = throttle.get("period") if isinstance(throttle, Mapping) else None
+        if isinstance(period, datetime.timedelta):
+            period = period.total_seconds()
+        if (
+            not isinstance(throttle, Mapping)
+            or set(throttle) != {"address", "client", "period"}
+            or not all(
+                _is_int(throttle[key]) and throttle[key] >= 1
+                for key in ("address", "client")
+            )
+            or isinstance(period, bool)
+            or not isinstance(period, numbers.Real)
+            or not float(period) > 0
+        ):
+            errors.append(
+                Error(
+                    "SESAME_LOGIN_THROTTLE must be None or a dict of positive 'address' and 'client' "
+                    f"counts and a positive 'period' in seconds or a timedelta, not {throttle!r}.",
+                    hint='For example: SESAME_LOGIN_THROTTLE = {"address": 3, "client": 30, "period": 900}.',
+                    id="sesame_db.E032",
+                )
+            )
+    for name in ("LOGIN_BIND_BROWSER", "LOGIN_CODE"):
+        value = getattr(conf, name)
+        if not isinstance(value, bool):
+            errors.append(
+                Error(
+                    f"SESAME_{name} must be True or False, not {value!r}.",
+                    id="sesame_db.E033",
+                )
+            )
+    length = conf.LOGIN_CODE_LENGTH
+    if not _is_int(length) or not MIN_CODE_LENGTH <= length <= MAX_CODE_LENGTH:
+        errors.append(
+            Error(
+                f"SESAME_LOGIN_CODE_LENGTH must be an integer from {MIN_CODE_LENGTH} to {MAX_CODE_LENGTH}, not {length!r}.",
+                hint="Shorter codes are easier to guess in the tries that a link allows.",
+                id="sesame_db.E034",
+            )
+        )
+    for name in ("SEND_EMAIL", "SIGNUP"):
+        if (
+            error := _dotted_path_error(name, getattr(conf, "LOGIN_" + name))
+        ) is not None:
+            errors.append(error)
+    base_url = conf.LOGIN_BASE_URL
+    if base_url is not None:
+        parts = urlsplit(base_url) if isinstance(base_url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            errors.append(
+                Error(
+                    f"SESAME_LOGIN_BASE_URL must be None or an absolute http or https URL without query string, not {base_url!r}.",
+                    hint='For example: SESAME_LOGIN_BASE_URL = "https://www.example.com".',
+                    id="sesame_db.E036",
+                )
+            )
+    return errors

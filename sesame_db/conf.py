@@ -60,10 +60,26 @@ DEFAULTS: dict[str, Any] = {
     # {"failures": 10, "period": 60}; the period is in seconds or a timedelta.
     "RATE_LIMIT": None,
     "RATE_LIMIT_CACHE": "default",
+    # Login by email (sesame_db.urls); durations in seconds or a timedelta.
+    "LOGIN_MAX_AGE": 600,
+    # How many of a person's login links stay valid: a new request revokes
+    # the older ones beyond this number.
+    "LOGIN_MAX_VALID_LINKS": 1,
+    # Requests per address and per client in a window of "period" seconds,
+    # or None for no throttling.
+    "LOGIN_THROTTLE": {"address": 3, "client": 30, "period": 900},
+    "LOGIN_BIND_BROWSER": True,
+    "LOGIN_CODE": True,
+    "LOGIN_CODE_LENGTH": 6,
+    # Dotted paths of project functions, or None.
+    "LOGIN_SEND_EMAIL": None,
+    "LOGIN_SIGNUP": None,
+    # e.g. "https://example.com"; None builds links from the request.
+    "LOGIN_BASE_URL": None,
 }
 
 # Durations accept a timedelta or a number of seconds.
-_DURATIONS = ("MAX_AGE", "TOKEN_RETENTION", "EVENT_RETENTION")
+_DURATIONS = ("MAX_AGE", "TOKEN_RETENTION", "EVENT_RETENTION", "LOGIN_MAX_AGE")
 
 # Settings whose changes clear the cache.
 _WATCHED = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "AUTH_USER_MODEL")
@@ -144,6 +160,15 @@ class Settings:
     ADMIN_EVENTS_DELETABLE: bool
     RATE_LIMIT: dict[str, Any] | None
     RATE_LIMIT_CACHE: str
+    LOGIN_MAX_AGE: float
+    LOGIN_MAX_VALID_LINKS: int
+    LOGIN_THROTTLE: dict[str, Any] | None
+    LOGIN_BIND_BROWSER: bool
+    LOGIN_CODE: bool
+    LOGIN_CODE_LENGTH: int
+    LOGIN_SEND_EMAIL: str | None
+    LOGIN_SIGNUP: str | None
+    LOGIN_BASE_URL: str | None
 
     # Derived values.
     SIGNING_KEY: bytes

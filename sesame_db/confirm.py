@@ -139,10 +139,13 @@ def csrf_rejection(request: HttpRequest) -> HttpResponseBase | None:
 
 
 def render_confirmation(
-    request: HttpRequest, context: dict[str, Any] | None = None
+    request: HttpRequest,
+    context: dict[str, Any] | None = None,
+    *,
+    template_name: str | None = None,
 ) -> HttpResponseBase:
     """
-    Render :data:`SESAME_CONFIRM_TEMPLATE`: a form that POSTs back to the same URL.
+    Render :data:`SESAME_CONFIRM_TEMPLATE`, or ``template_name``: a form that POSTs back to the same URL.
 
     Email scanners that fetch links with GET or HEAD then don't use the token.
 
@@ -151,12 +154,16 @@ def render_confirmation(
     middleware.process_request(request)
     response = render(
         request,
-        conf.CONFIRM_TEMPLATE,
+        template_name or conf.CONFIRM_TEMPLATE,
         {"action": local_url(request), **(context or {})},
     )
     # The URL contains the token: keep it out of caches and Referer headers.
+    # strict-origin sends the origin alone, never the path and query string,
+    # and only over HTTPS. "no-referrer" would make Chromium send
+    # "Origin: null" with the form's POST, which Django's CSRF check refuses
+    # (tests/browser/test_login_flow.py).
     add_never_cache_headers(response)
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = "strict-origin"
     response["X-Robots-Tag"] = "noindex"
     # Set the CSRF cookie that {% csrf_token %} asked for.
     return middleware.process_response(request, response)

@@ -42,6 +42,7 @@ __all__ = [
     "is_installed",
     "issue",
     "issue_many",
+    "record_event",
     "redeem",
     "reject",
     "revoke_queryset",
@@ -418,6 +419,48 @@ def accept(
             "Valid token for user %s = %r in scope %r", key, getattr(user, key), scope
         )
     token_used.send(sender=sender, request=request, user=user, token=None, scope=scope)
+
+
+def record_event(
+    kind: str,
+    *,
+    request: HttpRequest | None,
+    scope: str,
+    detail: str,
+    reason: str = "",
+    token_id: int | None = None,
+    user: AbstractBaseUser | None = None,
+) -> None:
+    """
+    Record an audit event that no other service records, with a ``detail`` text.
+
+    The flow of :mod:`sesame_db.login` records with it what happens around
+    its links without a use or a rejection of a token: an email sent, a
+    request throttled, a link opened in another browser, a wrong code.
+    ``kind`` and ``reason`` are values of
+    :class:`~sesame_db.models.TokenEvent.Kind` and
+    :class:`~sesame_db.exceptions.Reason`. Nothing is recorded when
+    :data:`SESAME_AUDIT` is off.
+
+    """
+    if not conf.AUDIT or not is_installed():
+        return
+    IssuedToken, TokenEvent = get_models()
+    user_id: Any = _pk(user)
+    if user_id is None and token_id is not None:
+        # The user comes from the token row in the same INSERT.
+        user_id = Subquery(
+            IssuedToken._default_manager.filter(pk=token_id).values("user_id")[:1]
+        )
+    TokenEvent._default_manager.using(router.db_for_write(TokenEvent)).create(
+        kind=kind,
+        reason=reason,
+        token_id=token_id,
+        user_id=user_id,
+        scope=scope,
+        detail=detail[:255],
+        **client_info(request),
+    )
 
 
 # Revoking.

@@ -97,7 +97,7 @@ class ScannerSafetyTests(CreateUserMixin, TestCase):
                     self.assertEqual(response.status_code, 401)
                 elif method == "GET":
                     self.assertContains(response, '<form method="post"')
-                    self.assertEqual(response["Referrer-Policy"], "no-referrer")
+                    self.assertEqual(response["Referrer-Policy"], "strict-origin")
 
     def check_cross_site_post(self, name, url):
         if "drf" in name:

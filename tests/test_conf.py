@@ -52,6 +52,16 @@ class TestDefaults(SimpleTestCase):
         # Rate limiting.
         "RATE_LIMIT": None,
         "RATE_LIMIT_CACHE": "default",
+        # Login by email.
+        "LOGIN_MAX_AGE": 600,
+        "LOGIN_MAX_VALID_LINKS": 1,
+        "LOGIN_THROTTLE": {"address": 3, "client": 30, "period": 900},
+        "LOGIN_BIND_BROWSER": True,
+        "LOGIN_CODE": True,
+        "LOGIN_CODE_LENGTH": 6,
+        "LOGIN_SEND_EMAIL": None,
+        "LOGIN_SIGNUP": None,
+        "LOGIN_BASE_URL": None,
     }
 
     def test_defaults_are_documented(self):
@@ -103,6 +113,15 @@ class TestOverrideSettings(SimpleTestCase):
             "ADMIN_EVENTS_DELETABLE": True,
             "RATE_LIMIT": {"failures": 5, "period": 60},
             "RATE_LIMIT_CACHE": "other",
+            "LOGIN_MAX_AGE": 300,
+            "LOGIN_MAX_VALID_LINKS": 2,
+            "LOGIN_THROTTLE": {"address": 1, "client": 2, "period": 60},
+            "LOGIN_BIND_BROWSER": False,
+            "LOGIN_CODE": False,
+            "LOGIN_CODE_LENGTH": 8,
+            "LOGIN_SEND_EMAIL": "myapp.tasks.send_login_email",
+            "LOGIN_SIGNUP": "myapp.accounts.create_account",
+            "LOGIN_BASE_URL": "https://www.example.com",
         }
         self.assertEqual(set(values), set(DEFAULTS))
         for name, value in values.items():

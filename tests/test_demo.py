@@ -176,3 +176,24 @@ def test_refused_link_is_one_line_in_the_console(demo):
     assert stderr.count("Forbidden (Permission denied): /reports/2/") == 1
     assert stderr.count("Forbidden (Permission denied): /reports/1/") == 1
     assert "used in the wrong scope 'report:2'" in stderr
+
+
+def test_email_me_a_link_uses_the_login_flow(demo):
+    *_, request_link = demo.links
+    base = request_link.split("/auth/")[0]
+    visitor = browser()
+    status, url, page = get(visitor, request_link)
+    assert (status, url) == (200, f"{base}/auth/login/request/")
+    [csrf] = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    data = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": csrf, "email": "demo@example.com"}
+    ).encode()
+    request = urllib.request.Request(url, data=data, headers={"Referer": url})
+    with visitor.open(request, timeout=10) as response:
+        assert "Check your email" in response.read().decode()
+    # The console email backend prints the email, with the link and its code.
+    demo.process.terminate()
+    stdout, _ = demo.process.communicate(timeout=10)
+    # The plain-text body comes first, then the HTML one.
+    link = re.findall(r"(http://\S+/auth/login/\?sesame=~\S+)", stdout)[0]
+    assert "&browser=" in link

@@ -35,9 +35,11 @@ LAYERS: list[list[str]] = [
         "admin.*",
         "contrib.*",
         "decorators",
+        "login.*",
         "management.*",
         "middleware",
         "templatetags.*",
+        "urls",
         "views",
     ],
     # What the entry points share: the public API, and the outcomes as responses.

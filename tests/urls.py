@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from sesame_db.views import LoginView
 
@@ -45,6 +45,8 @@ urlpatterns = [
         LoginView.as_view(success_url_allowed_hosts={"other.example"}),
     ),
     path("welcome/", views.show_user, name="welcome"),
+    # Login by email
+    path("auth/", include("sesame_db.urls")),
     # Admin
     path("admin/", admin.site.urls),
     # A second admin site, where tests register a user admin with

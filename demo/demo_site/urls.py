@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
 
 from sesame_db.views import LoginView
 
@@ -10,7 +11,13 @@ from . import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", LoginView.as_view(), name="login"),
-    path("request-link/", views.request_link, name="request-link"),
+    # Login by email: sesame_db's own flow. The demo's old address leads there.
+    path("auth/", include("sesame_db.urls")),
+    path(
+        "request-link/",
+        RedirectView.as_view(pattern_name="sesame_db:login-request", query_string=True),
+        name="request-link",
+    ),
     path("logout/", views.logout_view, name="logout"),
     path("reports/<int:pk>/", views.report, name="report"),
     path("reports/<int:pk>/share/", views.share_report, name="share-report"),

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model, logout
+from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
-from django.core.mail import send_mail
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,26 +22,6 @@ REPORTS = {
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/home.html", {"reports": REPORTS})
-
-
-def request_link(request: HttpRequest) -> HttpResponse:
-    """Email a login link; the console email backend prints it."""
-    sent_to = None
-    if request.method == "POST":
-        email = request.POST.get("email", "").strip()
-        user = (
-            get_user_model()
-            ._default_manager.filter(email__iexact=email, is_active=True)
-            .first()
-        )
-        if user is not None:
-            link = request.build_absolute_uri(reverse("login") + get_query_string(user))
-            send_mail(
-                "Your login link", f"Log in to the demo: {link}\n", None, [user.email]
-            )
-        # Same answer whether the address is known or not.
-        sent_to = email
-    return render(request, "demo/request_link.html", {"sent_to": sent_to})
 
 
 @require_POST
