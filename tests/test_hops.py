@@ -249,3 +249,31 @@ class HopBudgetTests(CreateUserMixin, TestCase):
             with count_hops() as hops, self.assertRaises(PermissionDenied):
                 await decorated(self.request(token))
             self.assertEqual(hops, ["_redeem"])
+
+
+class WholeRequestTests(CreateUserMixin, TestCase):
+    # Through Django's ASGI handler, with the test project's middleware:
+    # Django takes hops of its own for each sync middleware and signal, and
+    # a token adds its check's, the same for an async view as for a sync
+    # view, which Django runs in a thread.
+    async def hops_of(self, path: str, **query: str) -> list[str]:
+        with count_hops() as hops:
+            response = await self.async_client.get(path, query)
+        self.assertEqual(response.status_code, 200)
+        return hops
+
+    async def test_stored_token_adds_one_hop(self):
+        with override_settings(SESAME_STORE=True, SESAME_RATE_LIMIT=RATE_LIMIT):
+            token = await sync_to_async(get_token)(self.user)
+            anonymous = await self.hops_of("/aoptional/")
+            authenticated = await self.hops_of("/aoptional/", sesame=token)
+        self.assertEqual(len(authenticated), len(anonymous) + 1)
+        self.assertEqual(
+            [hop for hop in authenticated if hop not in anonymous], ["_redeem"]
+        )
+
+    async def test_stateless_token_adds_one_hop(self):
+        token = await sync_to_async(get_token)(self.user)
+        anonymous = await self.hops_of("/aoptional/")
+        authenticated = await self.hops_of("/aoptional/", sesame=token)
+        self.assertEqual(len(authenticated), len(anonymous) + 1)
