@@ -93,7 +93,8 @@ def setup(directory: str) -> None:
     # Without a flush to disk at each commit: a stored link's write would
     # take most of the time and hide the handlers' share. The load test and
     # the bench measure durable writes.
-    options: dict[str, Any] = settings.DATABASES["default"].setdefault("OPTIONS", {})
+    database: dict[str, Any] = settings.DATABASES["default"]
+    options = database.setdefault("OPTIONS", {})
     options["init_command"] = "PRAGMA synchronous = OFF"
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
