@@ -73,3 +73,36 @@ class PrintServersTests(TransactionTestCase):
             load.print_servers(reports)
         self.assertIn("uvicorn 0.55.0", output.getvalue())
         self.assertIn("0.75x", output.getvalue())
+
+
+class OneRoundTripTests(CreateUserMixin, TransactionTestCase):
+    # The prototype of benchmarks/one_round_trip.py, which only PostgreSQL
+    # can run: SQLite has no data-modifying WITH, and counts a use in two
+    # statements.
+    def test_one_statement(self):
+        from django.db import connection
+
+        from benchmarks import one_round_trip
+        from sesame_db.models import IssuedToken, TokenEvent
+        from sesame_db.utils import issue_token
+
+        _, record = issue_token(self.user, max_uses=1)
+        if connection.vendor != "postgresql":
+            with self.assertRaises(ValueError):
+                one_round_trip.one_statement("default")
+            return
+        fetch_and_consume = one_round_trip.make_fetch_and_consume("default")
+        with self.assertNumQueries(1):
+            loaded, counted = fetch_and_consume(record.pk)
+        self.assertTrue(counted)
+        self.assertEqual(loaded.user, self.user)
+        self.assertEqual(IssuedToken.objects.get(pk=record.pk).use_count, 1)
+        self.assertEqual(
+            TokenEvent.objects.filter(token=record, kind="used").count(), 1
+        )
+        # Used up: not counted again, no event.
+        _, counted = fetch_and_consume(record.pk)
+        self.assertFalse(counted)
+        self.assertEqual(
+            TokenEvent.objects.filter(token=record, kind="used").count(), 1
+        )
