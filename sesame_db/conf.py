@@ -201,8 +201,10 @@ class Settings:
 
     def clear(self) -> None:
         """Forget cached values; they're read again on next access."""
-        self.__dict__.clear()
+        # The hook first: a thread that reads a setting meanwhile loads it
+        # again rather than missing it.
         self.__class__ = _UnloadedSettings
+        self.__dict__.clear()
 
 
 class _UnloadedSettings(Settings):
