@@ -9,6 +9,7 @@ Every other module reads settings through :data:`conf`, never through
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import importlib
 from collections.abc import Sequence
@@ -174,10 +175,23 @@ class Settings:
     SIGNING_KEY: bytes
     VERIFICATION_KEYS: list[bytes]
     SECRET_KEYS: list[str | bytes]
-    token_formats: list[ModuleType]
-    # Keyed BLAKE2b states of tokens v2, one per verification key: copying
-    # one is cheaper than keying a new hash for every token.
-    v2_hashers: list[hashlib.blake2b]
+
+    @functools.cached_property
+    def token_formats(self) -> list[ModuleType]:
+        return [importlib.import_module(path) for path in self.TOKENS]
+
+    @functools.cached_property
+    def v2_hashers(self) -> list[hashlib.blake2b]:
+        # Keyed BLAKE2b states of tokens v2, one per verification key:
+        # copying one is cheaper than keying a new hash for every token.
+        return [
+            hashlib.blake2b(
+                digest_size=self.SIGNATURE_SIZE,
+                key=key,
+                person=b"sesame.tokens_v2",
+            )
+            for key in self.VERIFICATION_KEYS
+        ]
 
     def _load(self) -> None:
         values = {
@@ -204,39 +218,37 @@ class Settings:
         values["SIGNING_KEY"] = keys[0]
         values["VERIFICATION_KEYS"] = keys
         self.__dict__.update(values)
+        # Loaded: from now on, values are plain instance attributes. A class
+        # that defines __getattr__ slows down every attribute access, found
+        # or not (CPython hooks them all and can't specialize them), and
+        # settings are read a dozen times per token.
+        self.__class__ = Settings
+
+    def clear(self) -> None:
+        """Forget cached values; they're read again on next access."""
+        # The hook first: a thread that reads a setting meanwhile loads it
+        # again rather than missing it.
+        self.__class__ = _UnloadedSettings
+        self.__dict__.clear()
+
+
+class _UnloadedSettings(Settings):
+    """The settings before they're read: the first access to one reads them all."""
 
     if not TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> Any:
             # Called only when a value isn't cached yet.
-            if name == "v2_hashers":
-                self.v2_hashers = [
-                    hashlib.blake2b(
-                        digest_size=self.SIGNATURE_SIZE,
-                        key=key,
-                        person=b"sesame.tokens_v2",
-                    )
-                    for key in self.VERIFICATION_KEYS
-                ]
-            elif name == "token_formats":
-                self.token_formats = [
-                    importlib.import_module(path) for path in self.TOKENS
-                ]
-            elif name.isupper():
-                self._load()
-            else:
+            if not name.isupper():
                 raise AttributeError(name)
+            self._load()
             try:
                 return self.__dict__[name]
             except KeyError:
                 raise AttributeError(name) from None
 
-    def clear(self) -> None:
-        """Forget cached values; they're read again on next access."""
-        self.__dict__.clear()
 
-
-conf = Settings()
+conf: Settings = _UnloadedSettings()
 
 
 def is_watched(setting: str) -> bool:

@@ -75,34 +75,6 @@ class database_unavailable:  # lower case, like a context manager function
             raise DatabaseUnavailable(f"cannot use the token: {exc}") from exc
 
 
-def _create_token(
-    user: AbstractBaseUser,
-    scope: str,
-    store: bool | None,
-    max_age: float | datetime.timedelta | None,
-    max_uses: int | None,
-    label: str,
-    issued_by: AbstractBaseUser | None,
-) -> str:
-    if store is None:
-        store = conf.STORE
-    if store:
-        token, _ = _store.issue(
-            user,
-            scope,
-            max_age=max_age,
-            max_uses=max_uses,
-            label=label,
-            issued_by=issued_by,
-        )
-        return token
-    if max_age is not None or max_uses is not None or label or issued_by is not None:
-        raise ValueError(
-            "max_age, max_uses, label and issued_by require a stored token: pass store=True or set SESAME_STORE"
-        )
-    return create_token(user, scope)
-
-
 def get_token(
     user: AbstractBaseUser,
     scope: str = "",
@@ -129,7 +101,25 @@ def get_token(
     ``issued_by`` records who created them.
 
     """
-    return _create_token(user, scope, store, max_age, max_uses, label, issued_by)
+    # The other functions that create tokens call this one; it's on the path
+    # of every link sent, so it's one call deep into the format's module.
+    if store is None:
+        store = conf.STORE
+    if store:
+        token, _ = _store.issue(
+            user,
+            scope,
+            max_age=max_age,
+            max_uses=max_uses,
+            label=label,
+            issued_by=issued_by,
+        )
+        return token
+    if max_age is not None or max_uses is not None or label or issued_by is not None:
+        raise ValueError(
+            "max_age, max_uses, label and issued_by require a stored token: pass store=True or set SESAME_STORE"
+        )
+    return create_token(user, scope)
 
 
 def get_parameters(
@@ -150,8 +140,14 @@ def get_parameters(
 
     """
     return {
-        conf.TOKEN_NAME: _create_token(
-            user, scope, store, max_age, max_uses, label, issued_by
+        conf.TOKEN_NAME: get_token(
+            user,
+            scope,
+            store=store,
+            max_age=max_age,
+            max_uses=max_uses,
+            label=label,
+            issued_by=issued_by,
         )
     }
 
@@ -175,8 +171,14 @@ def get_query_string(
     """
     return "?" + urlencode(
         {
-            conf.TOKEN_NAME: _create_token(
-                user, scope, store, max_age, max_uses, label, issued_by
+            conf.TOKEN_NAME: get_token(
+                user,
+                scope,
+                store=store,
+                max_age=max_age,
+                max_uses=max_uses,
+                label=label,
+                issued_by=issued_by,
             )
         }
     )

@@ -118,14 +118,15 @@ async def _adecode(
     max_age: float | datetime.timedelta | None,
     request: HttpRequest | None,
 ) -> tuple[DecodedToken | StoredClaims, int | None]:
+    # The MAC, with no query; a token that fails it is counted here. The
+    # caller counts a valid one: in the thread of its redemption, for a
+    # stored token.
     try:
         decoded = decode_token(token, max_age, scope=scope, stored=True)
     except InvalidToken as exc:
         await ratelimit.acheck(request, exc.token_id)
         raise
-    token_id = _stored_id(decoded)
-    await ratelimit.acheck(request, token_id)
-    return decoded, token_id
+    return decoded, _stored_id(decoded)
 
 
 def _stored_id(decoded: DecodedToken | StoredClaims) -> int | None:
@@ -204,32 +205,80 @@ async def averify(
     """See :func:`verify`; ``aget_user`` is a coroutine function."""
     try:
         decoded, token_id = await _adecode(token, scope, max_age, request)
+    except InvalidToken as exc:
+        await _areject(exc, request, scope, sender)
+        raise
+    if isinstance(decoded, StoredClaims):
+        # One thread hop for all of a stored token's work once its MAC is
+        # valid: the rate limit, the redemption and its audit, or the
+        # rejection and its audit. The async ORM would take one hop per
+        # query, since its methods are sync_to_async wrappers of the same
+        # sync code, and the cache one per counter.
+        try:
+            owner: AbstractBaseUser = await sync_to_async(_redeem)(
+                decoded,
+                token_id,
+                request=request,
+                scope=scope,
+                max_age=max_age,
+                can_authenticate=can_authenticate,
+                sender=sender,
+            )
+        except InvalidToken as exc:
+            _rejected(exc)  # Recorded by _redeem().
+            raise
+        return owner
+    try:
+        await ratelimit.acheck(request, token_id)
         async with ratelimit.apending(request, token_id):
-            if isinstance(decoded, StoredClaims):
-                # One thread hop for the whole redemption, rather than one
-                # per query with the async ORM, whose methods are
-                # sync_to_async wrappers of the same sync code.
-                owner, _ = await sync_to_async(store.redeem)(
-                    decoded,
-                    scope=scope,
-                    max_age=max_age,
-                    request=request,
-                    can_authenticate=can_authenticate,
-                    sender=sender,
-                )
-                return owner
             user = verify_user(decoded, await aget_user(decoded.user_key), scope)
             if conf.ONE_TIME and not await _aconsume(user):
                 raise _used_up(user)
     except InvalidToken as exc:
-        async with ratelimit.aauditing(request, exc, scope) as audit:
-            await store.areject(
-                exc, request=request, scope=scope, sender=sender, audit=audit
-            )
-        _rejected(exc)
+        await _areject(exc, request, scope, sender)
         raise
     store.accept(user, request=request, scope=scope, sender=sender)
     return user
+
+
+def _redeem(
+    decoded: StoredClaims,
+    token_id: int | None,
+    *,
+    request: HttpRequest | None,
+    scope: str,
+    max_age: float | datetime.timedelta | None,
+    can_authenticate: CanAuthenticate,
+    sender: type,
+) -> AbstractBaseUser:
+    # The steps of verify() after the MAC, for a stored token, in the thread
+    # of averify()'s single hop.
+    try:
+        ratelimit.check(request, token_id)
+        with ratelimit.pending(request, token_id):
+            owner, _ = store.redeem(
+                decoded,
+                scope=scope,
+                max_age=max_age,
+                request=request,
+                can_authenticate=can_authenticate,
+                sender=sender,
+            )
+    except InvalidToken as exc:
+        with ratelimit.auditing(request, exc, scope) as audit:
+            store.reject(exc, request=request, scope=scope, sender=sender, audit=audit)
+        raise
+    return owner
+
+
+async def _areject(
+    exc: InvalidToken, request: HttpRequest | None, scope: str, sender: type
+) -> None:
+    async with ratelimit.aauditing(request, exc, scope) as audit:
+        await store.areject(
+            exc, request=request, scope=scope, sender=sender, audit=audit
+        )
+    _rejected(exc)
 
 
 # One-time stateless tokens. Their use is counted here, like stored tokens'

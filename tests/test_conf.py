@@ -335,3 +335,38 @@ class TestUnknownAttribute(SimpleTestCase):
         name = "NOPE"
         with override_settings(SESAME_NOPE=True), self.assertRaises(AttributeError):
             getattr(conf, name)
+
+
+class TestLoadedSettings(SimpleTestCase):
+    # Issue 13: once read, settings are plain instance attributes. A class
+    # with __getattr__ routes every attribute access through a slower hook,
+    # which CPython can't specialize, even for values that are found.
+    def test_loaded_settings_have_no_getattr_hook(self):
+        self.assertEqual(conf.TOKEN_NAME, "sesame")  # Fill the cache.
+        self.assertFalse(hasattr(type(conf), "__getattr__"))
+        self.assertIn("TOKEN_NAME", vars(conf))
+
+    def test_cleared_settings_load_on_first_access(self):
+        self.assertEqual(conf.TOKEN_NAME, "sesame")
+        conf.clear()
+        self.assertEqual(vars(conf), {})
+        self.assertTrue(hasattr(type(conf), "__getattr__"))
+        self.assertEqual(conf.TOKEN_NAME, "sesame")
+        self.assertFalse(hasattr(type(conf), "__getattr__"))
+
+    def test_unknown_names_raise_attribute_error(self):
+        conf.clear()
+        with self.assertRaises(AttributeError):
+            getattr(conf, "NOT_A_SETTING")  # noqa: B009
+        with self.assertRaises(AttributeError):
+            getattr(conf, "not_a_value")  # noqa: B009
+        self.assertEqual(conf.TOKEN_NAME, "sesame")
+        with self.assertRaises(AttributeError):
+            getattr(conf, "NOT_A_SETTING")  # noqa: B009
+
+    def test_derived_values_are_cleared(self):
+        hashers = conf.v2_hashers
+        self.assertIs(conf.v2_hashers, hashers)
+        with override_settings(SESAME_SIGNATURE_SIZE=12):
+            self.assertEqual(conf.v2_hashers[0].digest_size, 12)
+        self.assertEqual(conf.v2_hashers[0].digest_size, 10)
