@@ -63,7 +63,9 @@ class IssuedToken(TimeStampedModel):
     bind_to_browser = models.BooleanField(
         _("bound to the first browser"),
         default=False,
-        help_text=_("Refuse the link in any browser other than the first that opened it."),
+        help_text=_(
+            "Refuse the link in any browser other than the first that opened it."
+        ),
     )
     scope = models.CharField(_("scope"), max_length=255, blank=True)
     label = models.CharField(_("label"), max_length=255, blank=True)
