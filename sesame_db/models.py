@@ -154,7 +154,7 @@ class IssuedToken(TimeStampedModel):
         """
         if self.user_id is None:
             user = self.recipient or "?"
-        elif IssuedToken.user.is_cached(self):
+        elif IssuedToken.user.is_cached(self) and self.user is not None:
             user = self.user.get_username()
         else:
             user = _("user #%(pk)s") % {"pk": self.user_id}

@@ -355,15 +355,16 @@ def _check(
         reason = Reason.EXPIRED
     if reason is None and record.scope != scope:
         reason = Reason.WRONG_SCOPE
-    if reason is None and record.user_id is None:
+    user = record.user
+    if user is None:
         # A guest link: there's no user to check.
-        if not guests:
+        if reason is None and not guests:
             reason = Reason.GUEST_LINK
     else:
-        if reason is None and not can_authenticate(record.user):
+        if reason is None and not can_authenticate(user):
             reason = Reason.INACTIVE_USER
         if reason is None and not hmac.compare_digest(
-            record.user_digest, claims.user_digest(record.user)
+            record.user_digest, claims.user_digest(user)
         ):
             reason = Reason.INVALIDATED
     if (
