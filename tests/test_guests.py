@@ -473,3 +473,91 @@ class BrowserBindingTests(GuestTestCase):
         token, link = issue_guest_token(GUEST, "report:1")
         response = self.client.get(self.url("/shared/1/", token))
         self.assertNotIn(browsers.cookie_name(link.pk), response.cookies)
+
+
+@override_settings(
+    ROOT_URLCONF="tests.guest_urls",
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "sesame-db-guest-rate-limit-tests",
+        }
+    },
+    SESAME_RATE_LIMIT={"failures": 3, "period": 60},
+)
+class RateLimitTests(GuestTestCase):
+    def test_failed_attempts_are_limited(self):
+        # A guest link tried where guests aren't allowed, or in the wrong
+        # scope, counts as a failure of the client, like any rejection.
+        for path in ["/member/1/", "/shared/2/", "/member/1/"]:
+            self.assertEqual(self.client.get(self.url(path)).status_code, 403)
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 429)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+        self.assertIn(
+            (TokenEvent.Kind.REJECTED, Reason.RATE_LIMITED, GUEST), self.events()
+        )
+
+
+@override_settings(ROOT_URLCONF="tests.guest_urls")
+class ThreatTests(GuestTestCase):
+    """The lines of THREATS.md for the entry points that accept guest links."""
+
+    def test_forged_tokens_cost_no_query(self):
+        forged = (
+            self.token[:20] + ("A" if self.token[20] != "A" else "B") + self.token[21:]
+        )
+        for token in [
+            forged,
+            self.token[:-1],
+            self.token + "A" * 5000,
+            self.token[:-1] + "é",
+            self.token[:-1] + "\x00",
+            "~",
+        ]:
+            with self.subTest(token=token[:40]), self.assertNumQueries(0):
+                response = self.client.get(self.url("/shared/1/", token))
+                self.assertEqual(response.status_code, 403)
+
+    def test_revocation_between_select_and_update(self):
+        from unittest import mock
+
+        from sesame_db import store
+
+        consume = store._consume
+
+        def revoke_then_consume(record, *args, **kwargs):
+            IssuedToken.objects.filter(pk=record.pk).revoke()
+            return consume(record, *args, **kwargs)
+
+        with mock.patch.object(store, "_consume", revoke_then_consume):
+            response = self.client.get(self.url("/shared/1/"))
+        self.assertRefused(response, Reason.REVOKED)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+
+    def test_token_never_logged_nor_in_signals(self):
+        from sesame_db.signals import token_rejected
+
+        seen = []
+
+        def receiver(request=None, **kwargs):
+            # The request is the caller's: its URL holds the token.
+            seen.append(repr(kwargs))
+
+        token_used.connect(receiver)
+        token_rejected.connect(receiver)
+        self.addCleanup(token_used.disconnect, receiver)
+        self.addCleanup(token_rejected.disconnect, receiver)
+        with (
+            self.assertLogs("sesame_db", "DEBUG") as logs,
+            self.captureOnCommitCallbacks(execute=True),
+        ):
+            self.client.get(self.url("/shared/1/"))
+            self.client.get(self.url("/member/1/"))
+        output = "\n".join(logs.output + seen)
+        self.assertIn(f"Valid guest link {self.link.pk}", output)
+        self.assertNotIn(self.token, output)
+        self.assertNotIn(self.token[1:], output)
+        self.assertNotIn(GUEST, "\n".join(logs.output))
