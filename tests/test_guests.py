@@ -13,7 +13,7 @@ import datetime
 from urllib.parse import urlencode
 
 import time_machine
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection
@@ -561,3 +561,26 @@ class ThreatTests(GuestTestCase):
         self.assertNotIn(self.token, output)
         self.assertNotIn(self.token[1:], output)
         self.assertNotIn(GUEST, "\n".join(logs.output))
+
+
+@override_settings(ROOT_URLCONF="tests.guest_urls")
+class PhantomAccountTests(CreateUserMixin, TestCase):
+    """The other pattern of docs/guests.rst: a phantom account with an unusable password."""
+
+    def test_phantom_account(self):
+        User = get_user_model()
+        kwargs = {}
+        if User._meta.pk.get_internal_type() == "CharField":
+            kwargs["id"] = "user-guest-bob"
+        guest = User.objects.create_user("guest-bob", "bob@example.com", **kwargs)
+        self.assertFalse(guest.has_usable_password())
+        qs = get_query_string(guest, "report:1", store=True, max_uses=20)
+        # An ordinary scoped view: the phantom account is the user there...
+        response = self.client.get(f"/member/1/{qs}")
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=guest-bob recipient=user link", response.content.decode())
+        # ...without a session, and only in its scope.
+        self.assertNotIn(SESSION_KEY, self.client.session)
+        self.assertEqual(self.client.get(f"/member/2/{qs}").status_code, 403)
+        # It can't log in with a password.
+        self.assertFalse(self.client.login(username="guest-bob", password=""))
