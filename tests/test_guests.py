@@ -318,6 +318,7 @@ class CheckLinkTests(GuestTestCase):
         self.assertEqual(cm.exception.reason, Reason.GUEST_LINK)
         user, link = await acheck_link(self.token, "report:1", guests=True)
         self.assertIsNone(user)
+        assert link is not None
         self.assertEqual(link.pk, self.link.pk)
         self.assertEqual(link.recipient, GUEST)
         with self.assertRaises(InvalidToken) as cm:

@@ -111,6 +111,7 @@ class SqlEqualsOrm(_TestCase):
         delete = getattr(self, "delete", None)
         if delete is not None:
             delete(record.user, timezone.now())
+        assert record.user_id is not None
         visible = User._default_manager.filter(pk=record.user_id).exists()
         self.assertEqual(visible, delete is None)
         if visible:
@@ -152,6 +153,7 @@ class SqlEqualsOrm(_TestCase):
         assert read is not None
         if change:
             # The user's row changes between the SELECT and the UPDATE.
+            assert record.user_id is not None
             get_user_model()._base_manager.filter(pk=record.user_id).update(**change)
         before = IssuedToken._default_manager.get(pk=record.pk)
         expected = self.orm_would_update(read, now, password, email)

@@ -62,15 +62,14 @@ class MembersOnly(Report):
     permission_classes = [IsAuthenticated]
 
 
+class Member(Report):
+    authentication_classes = [MemberAuthentication]
+
+
 urlpatterns = [
     path("report/", Report.as_view()),
     path("members-only/", MembersOnly.as_view()),
-    path(
-        "member/",
-        type(
-            "Member", (Report,), {"authentication_classes": [MemberAuthentication]}
-        ).as_view(),
-    ),
+    path("member/", Member.as_view()),
 ]
 
 
@@ -160,11 +159,12 @@ class ChannelsGuestTests(ChannelsTestCase):
         )
         self.assertFalse(connected)
         self.assertEqual(code, 1008)
-        reasons = await sync_to_async(list)(
-            TokenEvent.objects.filter(token=link, kind="rejected").values_list(
-                "reason", flat=True
-            )
-        )
+        reasons = [
+            reason
+            async for reason in TokenEvent.objects.filter(
+                token=link, kind="rejected"
+            ).values_list("reason", flat=True)
+        ]
         self.assertEqual(reasons, ["guest_link"])
 
     async def test_only_in_its_scope(self):
