@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import TestCase, override_settings
+from django.http import HttpResponse
+from django.test import RequestFactory, TestCase, override_settings
 from django.urls import path
 
 pytest.importorskip("rest_framework")
@@ -19,7 +20,8 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from sesame_db.contrib.channels import SesameAuthMiddleware
+from sesame_db import browsers
+from sesame_db.contrib.channels import SesameAuthMiddleware, request_from_scope
 from sesame_db.contrib.rest_framework import SesameTokenAuthentication
 from sesame_db.models import TokenEvent
 from sesame_db.utils import issue_guest_token, issue_token
@@ -174,3 +176,39 @@ class ChannelsGuestTests(ChannelsTestCase):
         )
         self.assertFalse(connected)
         self.assertEqual(code, 1008)
+
+
+class BoundLinkContribTests(CreateUserMixin, TestCase):
+    """DRF and Channels read the binding cookie, which only views can set."""
+
+    def setUp(self):
+        super().setUp()
+        self.token, self.link = issue_guest_token(
+            GUEST, "report:1", bind_to_browser=True
+        )
+        response = HttpResponse()
+        browsers.set_cookie(response, RequestFactory().get("/"), self.link)
+        self.cookie = response.cookies[browsers.cookie_name(self.link.pk)].value
+
+    @override_settings(ROOT_URLCONF=__name__)
+    def test_rest_framework(self):
+        client = APIClient()
+        header = {"HTTP_AUTHORIZATION": f"Sesame {self.token}"}
+        # The first use binds the link, but DRF can't set the cookie.
+        self.assertEqual(client.get("/report/", **header).status_code, 200)
+        self.assertEqual(client.get("/report/", **header).status_code, 401)
+        client.cookies[browsers.cookie_name(self.link.pk)] = self.cookie
+        self.assertEqual(client.get("/report/", **header).status_code, 200)
+
+    def test_channels_request_has_the_handshake_cookies(self):
+        name = browsers.cookie_name(self.link.pk)
+        request = request_from_scope(
+            {
+                "type": "websocket",
+                "headers": [(b"cookie", f"{name}={self.cookie}".encode())],
+            }
+        )
+        self.assertTrue(browsers.is_bound_here(request, self.link.pk))
+        self.assertFalse(
+            browsers.is_bound_here(request_from_scope({"headers": []}), self.link.pk)
+        )
