@@ -59,6 +59,17 @@ class GuestLinksMigrationTests(TransactionTestCase):
         # A guest link without a scope: refused too.
         with self.assertRaises(IntegrityError), transaction.atomic():
             IssuedToken.objects.create(recipient="bob@example.com", **fields)
+        # The previous version's INSERT, during a rolling deployment, still
+        # makes a user link: the new columns have database defaults.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO sesame_db_issuedtoken (created, modified, user_id, scope, "
+                "label, use_count, revoke_reason, user_digest) "
+                "VALUES (%s, %s, %s, 's', '', 0, '', '')",
+                [now, now, self.user.pk],
+            )
+        old = IssuedToken.objects.get(scope="s")
+        self.assertEqual((old.recipient, old.bind_to_browser), ("", False))
 
     def test_backward_refused_with_guest_links(self):
         apps = self.migrate(AFTER)

@@ -54,15 +54,21 @@ class IssuedToken(TimeStampedModel):
         help_text=_("Empty for a guest link."),
     )
     # A guest link has no user: it names its recipient instead.
+    # The columns added for guest links have database defaults too, so that
+    # rows inserted without them, by the previous version during a rolling
+    # deployment or by raw SQL, are user links as before.
     recipient = models.CharField(
         _("recipient"),
         max_length=254,
         blank=True,
+        default="",
+        db_default="",
         help_text=_("Who a guest link was shared with: an email address or a name."),
     )
     bind_to_browser = models.BooleanField(
         _("bound to the first browser"),
         default=False,
+        db_default=False,
         help_text=_(
             "Refuse the link in any browser other than the first that opened it."
         ),
@@ -330,6 +336,8 @@ class TokenEvent(models.Model):
         _("recipient"),
         max_length=254,
         blank=True,
+        default="",
+        db_default="",
         help_text=_("The recipient of a guest link."),
     )
     detail = models.CharField(_("detail"), max_length=255, blank=True)
