@@ -291,6 +291,22 @@ class DecoratorTests(AsyncNumQueriesMixin, GuestTestCase):
             (TokenEvent.Kind.REJECTED, Reason.WRONG_SCOPE, GUEST), self.events()
         )
 
+    @override_settings(
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "sesame_db.middleware.AuthenticationMiddleware",
+        ]
+    )
+    def test_middleware_leaves_guest_views_their_tokens(self):
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=anonymous", response.content.decode())
+        self.assertEqual(
+            [kind for kind, _, _ in self.events()],
+            [TokenEvent.Kind.ISSUED, TokenEvent.Kind.USED],
+        )
+
     def test_get_user_refuses(self):
         self.assertIsNone(get_user(self.token, "report:1"))
         self.assertIsNone(get_user(self.token))
