@@ -197,7 +197,8 @@ class ModelBackend(SesameBackendMixin, auth_backends.ModelBackend):  # type: ign
 # credentials get their turn until one returns a user, whose backend
 # attribute is set to the backend's path; a PermissionDenied stops the loop;
 # user_login_failed is sent when no backend returns a user, with the token
-# masked as Django masks it. What it leaves out can't be seen: it doesn't
+# masked as Django masks it, unless a guest link was accepted (which only
+# entry points that allow guests do: it's not a login). What it leaves out can't be seen: it doesn't
 # call the backends that are known to return None for a token without doing
 # anything (Django's ModelBackend and BaseBackend), and it doesn't inspect
 # the backends that are known to accept the credentials (the sesame_db
@@ -313,6 +314,10 @@ def authenticate(
         except PermissionDenied:
             break
         if user is None:
+            if verify.guest_accepted():
+                # A guest link was used: it authenticates no one, and isn't
+                # a failed login; no other backend may use it again.
+                return None
             continue
         user.backend = path
         return user  # type: ignore[no-any-return]
@@ -353,6 +358,10 @@ async def aauthenticate(
         except PermissionDenied:
             break
         if user is None:
+            if verify.guest_accepted():
+                # A guest link was used: it authenticates no one, and isn't
+                # a failed login; no other backend may use it again.
+                return None
             continue
         user.backend = path
         return user  # type: ignore[no-any-return]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from asgiref.sync import iscoroutinefunction
 from django.contrib.auth import alogin, login
@@ -17,10 +17,14 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
 
+from . import browsers
 from .confirm import ALL_ALIASES, atomic_requests, mark_view, needs_confirmation
 from .exceptions import DatabaseUnavailable, InvalidToken
 from .responses import rejected_response, unavailable_response
-from .utils import acheck_user, check_user, database_unavailable
+from .utils import acheck_link, check_link, database_unavailable
+
+if TYPE_CHECKING:
+    from .models import IssuedToken
 
 __all__ = ["authenticate"]
 
@@ -50,6 +54,7 @@ def authenticate(
     permanent: bool = False,
     override: bool = True,
     confirm: bool | None = None,
+    guests: bool = False,
 ) -> ViewFunc: ...
 
 
@@ -63,6 +68,7 @@ def authenticate(
     permanent: bool = False,
     override: bool = True,
     confirm: bool | None = None,
+    guests: bool = False,
 ) -> Callable[[ViewFunc], ViewFunc]: ...
 
 
@@ -75,6 +81,7 @@ def authenticate(
     permanent: bool = False,
     override: bool = True,
     confirm: bool | None = None,
+    guests: bool = False,
 ) -> ViewFunc | Callable[[ViewFunc], ViewFunc]:
     """
     Decorate a view to authenticate the user with a token in the URL.
@@ -119,12 +126,26 @@ def authenticate(
     protected against CSRF; the view then runs on that POST. ``confirm``
     defaults to :data:`SESAME_CONFIRM`.
 
+    Set ``guests`` to :obj:`True` to accept :doc:`guest links </guests>`
+    too, which ``scope`` must then be set for: a valid guest link lets the
+    request through without logging anyone in, so ``request.user`` stays
+    what it was, anonymous or the visitor's own. Whatever the link,
+    ``request.sesame_link`` is its :class:`~sesame_db.models.IssuedToken`
+    when it's stored, with the ``recipient`` and ``issued_by`` of a guest
+    link. Without ``guests``, a guest link is refused with the reason
+    :attr:`~sesame_db.exceptions.Reason.GUEST_LINK`. A guest link that is
+    bound to a browser gets its cookie on the response.
+
     The token is used, and its use recorded, before the view runs, outside of
     the transaction that :setting:`ATOMIC_REQUESTS <DATABASE-ATOMIC_REQUESTS>`
     opens; the view still runs inside such a transaction. So a view that
     raises rolls back its own changes, but not the use of the link.
 
     """
+    if guests and not scope:
+        raise ImproperlyConfigured(
+            "authenticate(guests=True) requires a scope: guest links always have one"
+        )
     if view is None:
         return functools.partial(
             authenticate,
@@ -134,6 +155,7 @@ def authenticate(
             permanent=permanent,
             override=override,
             confirm=confirm,
+            guests=guests,
         )
     return decorate(
         view,
@@ -143,6 +165,7 @@ def authenticate(
         permanent=permanent,
         override=override,
         confirm=confirm,
+        guests=guests,
     )
 
 
@@ -155,6 +178,7 @@ def decorate(
     permanent: bool,
     override: bool,
     confirm: bool | None,
+    guests: bool = False,
 ) -> ViewFunc:
     """
     Wrap ``view`` like :func:`authenticate`; ``get_scope(*args, **kwargs)`` returns the scope of a request.
@@ -174,10 +198,30 @@ def decorate(
         _set_request_user(request, AnonymousUser())
         return rejected_response(exc) if required else None
 
-    def set_user(request: HttpRequest, user: AbstractBaseUser | None) -> None:
+    def set_user(
+        request: HttpRequest,
+        user: AbstractBaseUser | None,
+        link: IssuedToken | None = None,
+    ) -> None:
+        if user is None and link is not None:
+            # A guest link: the request goes through, and no one is logged
+            # in; request.user stays what it was.
+            if not hasattr(request, "user"):
+                _set_request_user(request, AnonymousUser())
+            return
         _set_request_user(request, user if user is not None else AnonymousUser())
         if required and user is None:
             raise PermissionDenied
+
+    def bind(request: HttpRequest, response: Any) -> Any:
+        link = getattr(request, "sesame_link", None)
+        if (
+            link is not None
+            and link.bind_to_browser
+            and isinstance(response, HttpResponseBase)
+        ):
+            browsers.set_cookie(response, request, link)
+        return response
 
     if iscoroutinefunction(view):
 
@@ -193,12 +237,13 @@ def decorate(
             if (response := needs_confirmation(request, confirm)) is not None:
                 return response
             try:
-                user = await acheck_user(
+                user, link = await acheck_link(
                     request,
                     get_scope(*args, **kwargs),
                     max_age,
+                    guests=guests,
                 )
-                set_user(request, user)
+                set_user(request, user, link)
                 if permanent and user is not None:
                     with database_unavailable():
                         await alogin(request, user)  # type: ignore[arg-type]
@@ -207,7 +252,7 @@ def decorate(
                     return response
             except DatabaseUnavailable:
                 return unavailable_response()
-            return await view(request, *args, **kwargs)
+            return bind(request, await view(request, *args, **kwargs))
 
         mark_view(async_wrapper, confirm)
         return async_wrapper  # type: ignore[return-value]
@@ -221,12 +266,13 @@ def decorate(
         if (response := needs_confirmation(request, confirm)) is not None:
             return response
         try:
-            user = check_user(
+            user, link = check_link(
                 request,
                 get_scope(*args, **kwargs),
                 max_age,
+                guests=guests,
             )
-            set_user(request, user)
+            set_user(request, user, link)
             if permanent and user is not None:
                 with database_unavailable():
                     login(request, user)  # type: ignore[arg-type]
@@ -236,7 +282,7 @@ def decorate(
         except DatabaseUnavailable:
             return unavailable_response()
         with atomic_requests(view):
-            return view(request, *args, **kwargs)
+            return bind(request, view(request, *args, **kwargs))
 
     # Use the token outside of ATOMIC_REQUESTS; see atomic_requests().
     wrapper._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]

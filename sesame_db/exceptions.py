@@ -40,6 +40,9 @@ class Reason(models.TextChoices):
     INVALIDATED = "invalidated", _("invalidated by a password or email change")
     # Any token, when SESAME_RATE_LIMIT is set
     RATE_LIMITED = "rate_limited", _("too many failed attempts")
+    # Guest links (stored links without a user)
+    GUEST_LINK = "guest_link", _("guest link where guests aren't allowed")
+    OTHER_BROWSER = "other_browser", _("opened from another browser")
 
 
 class InvalidToken(Exception):

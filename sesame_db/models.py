@@ -47,8 +47,31 @@ class IssuedToken(TimeStampedModel):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
+        null=True,
+        blank=True,
         related_name="sesame_tokens",
         verbose_name=_("user"),
+        help_text=_("Empty for a guest link."),
+    )
+    # A guest link has no user: it names its recipient instead.
+    # The columns added for guest links have database defaults too, so that
+    # rows inserted without them, by the previous version during a rolling
+    # deployment or by raw SQL, are user links as before.
+    recipient = models.CharField(
+        _("recipient"),
+        max_length=254,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("Who a guest link was shared with: an email address or a name."),
+    )
+    bind_to_browser = models.BooleanField(
+        _("bound to the first browser"),
+        default=False,
+        db_default=False,
+        help_text=_(
+            "Refuse the link in any browser other than the first that opened it."
+        ),
     )
     scope = models.CharField(_("scope"), max_length=255, blank=True)
     label = models.CharField(_("label"), max_length=255, blank=True)
@@ -102,11 +125,24 @@ class IssuedToken(TimeStampedModel):
             models.Index(fields=["expires_at"], name="sesame_db_token_expires_idx"),
             models.Index(fields=["revoked_at"], name="sesame_db_token_revoked_idx"),
             models.Index(fields=["issued_by"], name="sesame_db_token_issuer_idx"),
+            models.Index(
+                fields=["recipient", "-created"], name="sesame_db_token_recipient_idx"
+            ),
         ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(max_uses__isnull=True) | Q(use_count__lte=F("max_uses")),
                 name="sesame_db_token_use_count_lte_max_uses",
+            ),
+            # A link authenticates a user, or is a guest link with a
+            # recipient, which always has a scope.
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | ~Q(recipient=""),
+                name="sesame_db_token_user_or_recipient",
+            ),
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | ~Q(scope=""),
+                name="sesame_db_guest_token_scope",
             ),
         ]
 
@@ -117,13 +153,14 @@ class IssuedToken(TimeStampedModel):
         The user is named by their username (:attr:`USERNAME_FIELD`) when it
         is loaded, as the admin does with ``select_related("user")``, and by
         their primary key otherwise (``Link #1 for user #5``): this never
-        runs a query, so that listing links costs no query per row. It never
-        shows a secret; the admin's history keeps it.
+        runs a query, so that listing links costs no query per row. A guest
+        link is named by its recipient: ``Link #2 for bob@example.com
+        (report:1)``. It never shows a secret; the admin's history keeps it.
 
         """
         if self.user_id is None:
-            user = "?"
-        elif IssuedToken.user.is_cached(self):
+            user = self.recipient or "?"
+        elif IssuedToken.user.is_cached(self) and self.user is not None:
             user = self.user.get_username()
         else:
             user = _("user #%(pk)s") % {"pk": self.user_id}
@@ -139,6 +176,11 @@ class IssuedToken(TimeStampedModel):
     def status(self) -> IssuedToken.Status:
         """Whether the token is active, expired, revoked or used up, as the database would decide now."""
         return self.status_at(timezone.now())
+
+    @property
+    def is_guest(self) -> bool:
+        """Whether this is a guest link: it has a recipient and no user, and never logs anyone in."""
+        return self.user_id is None
 
     def status_at(self, now: datetime.datetime) -> IssuedToken.Status:
         """Return the status of this token at ``now``, by the rule of :data:`STOPS`, without a query."""
@@ -289,6 +331,14 @@ class TokenEvent(models.Model):
         max_length=255,
         blank=True,
         help_text=_("The scope that was requested."),
+    )
+    recipient = models.CharField(
+        _("recipient"),
+        max_length=254,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("The recipient of a guest link."),
     )
     detail = models.CharField(_("detail"), max_length=255, blank=True)
     ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)

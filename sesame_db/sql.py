@@ -141,9 +141,10 @@ class _Select:
             column("u", f) for f in self.user_fields
         ]
         self.sql_select = f"SELECT {', '.join(columns)}"
+        # A LEFT JOIN: a guest link has no user.
         self.sql_from = (
             f" FROM {table(IssuedToken)} t "
-            f"INNER JOIN {table(User)} u ON {column('u', user_field.target_field)} = {column('t', user_field)} "
+            f"LEFT JOIN {table(User)} u ON {column('u', user_field.target_field)} = {column('t', user_field)} "
             f"WHERE {column('t', IssuedToken._meta.pk)} = %s"
         )
         self.sql = self.sql_select + self.sql_from
@@ -163,6 +164,8 @@ class _Select:
                 self.converters.append((index, functions, col))
         self.token_attnames = [f.attname for f in self.token_fields]
         self.user_attnames = [f.attname for f in self.user_fields]
+        # Where the token's user key is among the columns: NULL for a guest link.
+        self.user_id_index = self.token_attnames.index(user_field.attname)
 
     def visible_sql(self, db: str) -> tuple[str, tuple[Any, ...]]:
         """Compile ``EXISTS`` (the user is among the default manager's), correlated to the outer query."""
@@ -205,7 +208,8 @@ def fetch(db: str, pk: int) -> IssuedToken | None:
     stateless token's: if that manager hides the user (soft deletion), raise
     :exc:`~sesame_db.exceptions.InvalidToken` with
     :attr:`~sesame_db.exceptions.Reason.UNKNOWN_USER`. Only its condition is
-    compiled on each use, still in the same query.
+    compiled on each use, still in the same query. A guest link has no user:
+    its ``user`` is :obj:`None`.
 
     """
     select = _select(db)
@@ -217,7 +221,11 @@ def fetch(db: str, pk: int) -> IssuedToken | None:
                 sesame_db_visible=Exists(users.filter(pk=OuterRef("user_id")))
             )
         record = queryset.filter(pk=pk).first()
-        if record is not None and not getattr(record, "sesame_db_visible", True):
+        if (
+            record is not None
+            and record.user_id is not None
+            and not getattr(record, "sesame_db_visible", True)
+        ):
             raise _hidden_user(pk)
         return record
     sql, params = select.sql, [pk]
@@ -236,14 +244,20 @@ def fetch(db: str, pk: int) -> IssuedToken | None:
             row = cursor.fetchone()
     if row is None:
         return None
-    if select.hides_users and not row[-1]:
+    guest = row[select.user_id_index] is None
+    if select.hides_users and not guest and not row[-1]:
         raise _hidden_user(pk)
     values = list(row)
+    split = len(select.token_attnames)
     for index, functions, column in select.converters:
+        if guest and index >= split:
+            break  # The NULLs of the missing user.
         for function in functions:
             values[index] = function(values[index], column, connection)
-    split = len(select.token_attnames)
     record = select.token_model.from_db(db, select.token_attnames, values[:split])
+    if guest:
+        record.user = None
+        return record
     user = select.user_model.from_db(
         db, select.user_attnames, values[split : split + len(select.user_attnames)]
     )
@@ -291,10 +305,16 @@ class _Consume(NamedTuple):
 
 @functools.cache
 def _consume_statements(
-    db: str, audit: bool, password: bool, email: bool, asynchronous: bool = False
+    db: str,
+    audit: bool,
+    password: bool,
+    email: bool,
+    asynchronous: bool = False,
+    guest: bool = False,
+    first: bool = False,
 ) -> _Consume:
     statements, active_params, guarded = _build_consume(
-        db, audit, password, email, asynchronous
+        db, audit, password, email, asynchronous, guest, first
     )
     connection = connections[db]
     IssuedToken, _ = get_models()
@@ -312,10 +332,21 @@ def _consume_statements(
 
 
 def _build_consume(
-    db: str, audit: bool, password: bool, email: bool, asynchronous: bool
+    db: str,
+    audit: bool,
+    password: bool,
+    email: bool,
+    asynchronous: bool,
+    guest: bool = False,
+    first: bool = False,
 ) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Field[Any, Any], ...]]:
     """
     Build the SQL of :func:`consume` for database ``db``.
+
+    For a ``guest`` link, the condition requires that the link still has no
+    user, instead of the user's row holding the values that were checked.
+    For the ``first`` use of a link bound to a browser, it requires that
+    the link was never used: only one browser can be the first.
 
     Return the statements; the parameters of the status condition, where
     ``_USE_TIME`` stands for the time of the use; and the user fields whose
@@ -344,7 +375,11 @@ def _build_consume(
     user_field = IssuedToken._meta.get_field("user")
     assert isinstance(user_field, ForeignKey)
     User: type[Model] = user_field.related_model
-    guarded = _guarded_fields(User, password, email)
+    guarded = [] if guest else _guarded_fields(User, password, email)
+    if guest:
+        update += f" AND {t['user']} IS NULL"
+    if first:
+        update += f" AND {t['use_count']} = 0"
     if guarded:
         # A compare-and-set on the user's row: it still holds the values that
         # were checked. With multi-table inheritance, they may live in the
@@ -397,7 +432,7 @@ def _build_consume(
     update = update_set + update
     insert = (
         f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
-        f"{e['user']}, {e['scope']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
+        f"{e['user']}, {e['scope']}, {e['recipient']}, {e['detail']}, {e['ip']}, {e['user_agent']}, {e['method']}, {e['path']}) "
     )
     used = f"'{TokenEvent.Kind.USED.value}'"
     if connection.vendor == "postgresql":
@@ -406,7 +441,7 @@ def _build_consume(
             (
                 f"WITH used AS ({update} RETURNING {t['id']} AS token_id, {t['user']} AS user_id)"
                 f"{', ' + asynchronous_cte if asynchronous else ''} "
-                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, '', %s, %s, %s, %s "
+                f"{insert}SELECT %s, {used}, '', used.token_id, used.user_id, %s, %s, '', %s, %s, %s, %s "
                 f"FROM used{', sesame_db_commit' if asynchronous else ''}",
             ),
             tuple(active_params),
@@ -415,7 +450,7 @@ def _build_consume(
     return (
         (
             update,
-            f"{insert}VALUES (%s, {used}, '', %s, %s, %s, '', %s, %s, %s, %s)",
+            f"{insert}VALUES (%s, {used}, '', %s, %s, %s, %s, '', %s, %s, %s, %s)",
         ),
         tuple(active_params),
         tuple(guarded),
@@ -432,6 +467,7 @@ def consume(
     scope: str,
     info: dict[str, Any] | None,
     synchronous_commit: bool = True,
+    first: bool = False,
 ) -> bool:
     """
     Count one use of ``record`` in ``scope`` if the database still allows it, and audit it unless ``info`` is :obj:`None`.
@@ -450,6 +486,10 @@ def consume(
 
     ``info`` holds the audit fields of :func:`~sesame_db.clients.client_info`.
 
+    A guest link (without a user) is counted if it still has none; with
+    ``first``, only if it was never used (the first use of a link bound to
+    a browser). The audit event names the guest link's recipient.
+
     """
     connection = connections[db]
     audit = info is not None
@@ -461,7 +501,10 @@ def consume(
         and not connection.in_atomic_block
         and connection.get_autocommit()
     )
-    prebuilt = _consume_statements(db, audit, password, email, asynchronous)
+    guest = record.user_id is None
+    prebuilt = _consume_statements(
+        db, audit, password, email, asynchronous, guest, first
+    )
     moment = connection.ops.adapt_datetimefield_value(now)
     params: list[Any] = [
         moment,
@@ -481,6 +524,7 @@ def consume(
         values = [
             moment,
             scope,
+            record.recipient,
             None if ip is None else connection.ops.adapt_ipaddressfield_value(ip),
             info.get("user_agent", ""),
             info.get("method", ""),

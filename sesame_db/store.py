@@ -21,11 +21,12 @@ from django.apps import apps
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
-from django.db.models import Subquery
+from django.db.models import Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import managers, sql, tokens_store
+from . import browsers, managers, sql, tokens_store
 from .clients import client_info, client_ip
 from .conf import conf
 from .exceptions import InvalidToken, Reason
@@ -41,6 +42,7 @@ __all__ = [
     "client_ip",
     "is_installed",
     "issue",
+    "issue_guests",
     "issue_many",
     "record_event",
     "redeem",
@@ -116,8 +118,8 @@ def issue_many(
     :data:`SESAME_AUDIT` is on, their ``issued`` events take as many more:
     20 statements for 10,000 users. Django may split batches further to stay
     under the database's limit of parameters per statement: on SQLite with
-    Django 5.2, which assumes 999, a statement holds 71 tokens or 83 events
-    (262 statements for 10,000 users). The database must return primary keys
+    Django 5.2, which assumes 999, a statement holds 62 tokens or 76 events
+    (294 statements for 10,000 users). The database must return primary keys
     from bulk inserts, as PostgreSQL and SQLite do. If a statement fails,
     nothing is stored.
 
@@ -125,6 +127,80 @@ def issue_many(
     :data:`SESAME_MAX_AGE`; ``max_uses`` limits how often each can be used.
 
     """
+    return _issue(
+        [
+            {"user_id": user.pk, "user_digest": tokens_store.user_digest(user)}
+            for user in users
+        ],
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+        bind_to_browser=False,
+    )
+
+
+def issue_guests(
+    recipients: Iterable[str],
+    scope: str,
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+    bind_to_browser: bool = False,
+) -> list[tuple[str, IssuedToken]]:
+    """
+    Issue one guest link per recipient in ``recipients``, like :func:`issue_many`.
+
+    A guest link has no user: it never logs anyone in, and only entry points
+    that allow guests accept it. ``scope`` is required. With
+    ``bind_to_browser``, the link works only in the first browser that
+    opens it (:mod:`sesame_db.browsers`).
+
+    Raise :exc:`ValueError` if ``scope`` or a recipient is empty.
+
+    """
+    if not scope:
+        raise ValueError("a guest link requires a scope")
+    fields = []
+    for recipient in recipients:
+        if not isinstance(recipient, str):
+            raise TypeError(
+                f"recipient must be a string, got {type(recipient).__name__}"
+            )
+        recipient = recipient.strip()
+        if not recipient:
+            raise ValueError("a guest link requires a recipient")
+        if len(recipient) > 254:
+            raise ValueError("a recipient has at most 254 characters")
+        fields.append({"user_id": None, "recipient": recipient, "user_digest": ""})
+    return _issue(
+        fields,
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+        bind_to_browser=bind_to_browser,
+    )
+
+
+def _issue(
+    fields: list[dict[str, Any]],
+    scope: str,
+    *,
+    max_age: float | datetime.timedelta | None,
+    max_uses: int | None,
+    label: str,
+    issued_by: AbstractBaseUser | None,
+    request: HttpRequest | None,
+    bind_to_browser: bool,
+) -> list[tuple[str, IssuedToken]]:
     IssuedToken, TokenEvent = get_models()
     if max_uses is not None and max_uses < 1:
         raise ValueError("max_uses must be at least 1")
@@ -132,17 +208,17 @@ def issue_many(
     expires_at = _expires_at(now, max_age)
     records = [
         IssuedToken(
-            user_id=user.pk,
             scope=scope,
             label=label,
             issued_by_id=_pk(issued_by),
             expires_at=expires_at,
             max_uses=max_uses,
-            user_digest=tokens_store.user_digest(user),
+            bind_to_browser=bind_to_browser,
             created=now,
             modified=now,
+            **values,
         )
-        for user in users
+        for values in fields
     ]
     db = router.db_for_write(IssuedToken)
     with transaction.atomic(using=db, savepoint=False):
@@ -166,6 +242,7 @@ def issue_many(
                         user_id=record.user_id,
                         actor_id=_pk(issued_by),
                         scope=scope,
+                        recipient=record.recipient,
                         detail=label[:255],
                         **info,
                     )
@@ -221,6 +298,7 @@ def _consume(
     scope: str,
     request: HttpRequest | None,
     db: str,
+    first: bool = False,
 ) -> bool:
     """Count one use of ``record`` if the database still allows it, and audit it: see :func:`sesame_db.sql.consume`."""
     return sql.consume(
@@ -232,6 +310,7 @@ def _consume(
         scope=scope,
         info=client_info(request) if conf.AUDIT else None,
         synchronous_commit=conf.SYNCHRONOUS_COMMIT,
+        first=first,
     )
 
 
@@ -255,8 +334,17 @@ def _check(
     scope: str,
     max_age: float | datetime.timedelta | None,
     can_authenticate: Callable[[AbstractBaseUser], bool],
+    guests: bool,
+    bound_here: bool,
 ) -> Reason | None:
-    """Tell why ``record`` and its user, as read, don't allow a use now, or return :obj:`None`."""
+    """
+    Tell why ``record`` and its user, as read, don't allow a use now, or return :obj:`None`.
+
+    A guest link is refused unless ``guests``; a link bound to a browser,
+    once used, is refused unless ``bound_here``: the request comes from the
+    browser that used it first.
+
+    """
     if record is None:
         return Reason.UNKNOWN
     reason = _classify(record, now)
@@ -268,12 +356,25 @@ def _check(
         reason = Reason.EXPIRED
     if reason is None and record.scope != scope:
         reason = Reason.WRONG_SCOPE
-    if reason is None and not can_authenticate(record.user):
-        reason = Reason.INACTIVE_USER
-    if reason is None and not hmac.compare_digest(
-        record.user_digest, claims.user_digest(record.user)
+    user = record.user
+    if user is None:
+        # A guest link: there's no user to check.
+        if reason is None and not guests:
+            reason = Reason.GUEST_LINK
+    else:
+        if reason is None and not can_authenticate(user):
+            reason = Reason.INACTIVE_USER
+        if reason is None and not hmac.compare_digest(
+            record.user_digest, claims.user_digest(user)
+        ):
+            reason = Reason.INVALIDATED
+    if (
+        reason is None
+        and record.bind_to_browser
+        and not bound_here
+        and record.use_count > 0
     ):
-        reason = Reason.INVALIDATED
+        reason = Reason.OTHER_BROWSER
     return reason
 
 
@@ -285,7 +386,8 @@ def redeem(
     request: HttpRequest | None = None,
     can_authenticate: Callable[[AbstractBaseUser], bool],
     sender: type,
-) -> tuple[AbstractBaseUser, IssuedToken]:
+    guests: bool = False,
+) -> tuple[AbstractBaseUser | None, IssuedToken]:
     """
     Use the stored token described by ``claims``: check it against the database and count the use.
 
@@ -298,6 +400,12 @@ def redeem(
     :data:`~sesame_db.signals.token_used` once the use is committed. Raise
     :exc:`~sesame_db.exceptions.InvalidToken` if the database rejects it.
 
+    A guest link's user is :obj:`None`; it's refused with
+    :attr:`~sesame_db.exceptions.Reason.GUEST_LINK` unless ``guests``. A
+    link bound to a browser is refused with
+    :attr:`~sesame_db.exceptions.Reason.OTHER_BROWSER` in any other browser
+    than the first that used it, without counting a use.
+
     """
     IssuedToken, _ = get_models()
     pk = claims.record_id
@@ -305,20 +413,28 @@ def redeem(
     now = timezone.now()
     # 1. The record, joined to its user.
     record = _fetch(db, pk)
-    reason = _check(record, claims, now, scope, max_age, can_authenticate)
+    bound_here = browsers.is_bound_here(request, pk)
+    reason = _check(
+        record, claims, now, scope, max_age, can_authenticate, guests, bound_here
+    )
     if reason is not None:
         raise _rejected(reason, pk)
     assert record is not None
     # 2. The use, counted if the database still allows it: the UPDATE checks
     # the record and its user's row again.
     for _ in range(_ATTEMPTS):
-        if _consume(record, now, scope, request, db):
+        # The first use of a link bound to a browser binds it to this one:
+        # counted only if no other browser was first.
+        first = record.bind_to_browser and not bound_here
+        if _consume(record, now, scope, request, db, first):
             break
         # The record or its user changed since they were read: read them
         # again, to tell why.
         now = timezone.now()
         record = _fetch(db, pk)
-        reason = _check(record, claims, now, scope, max_age, can_authenticate)
+        reason = _check(
+            record, claims, now, scope, max_age, can_authenticate, guests, bound_here
+        )
         if reason is not None:
             raise _rejected(reason, pk)
         assert record is not None
@@ -333,9 +449,15 @@ def redeem(
         )
     record.use_count += 1
     record.last_used_at = record.modified = now
-    logger.debug(
-        "Valid stored token %d for user pk = %r in scope %r", pk, record.user_id, scope
-    )
+    if record.user_id is None:
+        logger.debug("Valid guest link %d in scope %r", pk, scope)
+    else:
+        logger.debug(
+            "Valid stored token %d for user pk = %r in scope %r",
+            pk,
+            record.user_id,
+            scope,
+        )
     transaction.on_commit(
         functools.partial(
             token_used.send,
@@ -380,14 +502,15 @@ def reject(
         return
     IssuedToken, TokenEvent = get_models()
     db = router.db_for_write(TokenEvent)
-    # The user comes from the token row in the same INSERT.
+    # The user, or a guest link's recipient, comes from the token row in
+    # the same INSERT.
+    token = IssuedToken._default_manager.filter(pk=exc.token_id)
     TokenEvent._default_manager.using(db).create(
         kind=TokenEvent.Kind.REJECTED,
         reason=exc.reason,
         token_id=exc.token_id,
-        user_id=Subquery(
-            IssuedToken._default_manager.filter(pk=exc.token_id).values("user_id")[:1]
-        ),
+        user_id=Subquery(token.values("user_id")[:1]),
+        recipient=Coalesce(Subquery(token.values("recipient")[:1]), Value("")),
         scope=scope,
         **client_info(request),
     )
@@ -478,7 +601,7 @@ def revoke_queryset(
 
     Each batch of up to ``BATCH_SIZE`` (1,000) tokens is one transaction:
     one ``UPDATE`` and, when :data:`SESAME_AUDIT` is on, one ``INSERT`` of
-    ``revoked`` events, split by Django into ``INSERT`` statements of 83 events
+    ``revoked`` events, split by Django into ``INSERT`` statements of 76 events
     on SQLite with Django 5.2. Return how many tokens were revoked.
 
     This is :meth:`IssuedTokenQuerySet.revoke()

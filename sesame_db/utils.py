@@ -29,12 +29,18 @@ if TYPE_CHECKING:
     from .models import IssuedToken
 
 __all__ = [
+    "acheck_link",
     "aget_user",
+    "check_link",
+    "get_guest_query_string",
+    "get_guest_token",
     "get_object_scope",
     "get_parameters",
     "get_query_string",
     "get_token",
     "get_user",
+    "issue_guest_token",
+    "issue_guest_tokens",
     "issue_token",
     "issue_tokens",
 ]
@@ -246,6 +252,141 @@ def issue_tokens(
     )
 
 
+def issue_guest_tokens(
+    recipients: Iterable[str],
+    scope: str,
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+    bind_to_browser: bool = False,
+) -> list[tuple[str, IssuedToken]]:
+    """
+    Issue one :doc:`guest link </guests>` per recipient in ``recipients``, in batches, in one transaction.
+
+    Return ``(token, issued_token)`` pairs in the order of ``recipients``,
+    like :func:`issue_tokens`, whose batches they share: sharing with 500
+    recipients takes one ``INSERT`` of links and one of ``issued`` events
+    on PostgreSQL. Arguments are those of :func:`get_guest_token`.
+
+    """
+    return _store.issue_guests(
+        recipients,
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+        bind_to_browser=bind_to_browser,
+    )
+
+
+def issue_guest_token(
+    recipient: str,
+    scope: str,
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+    bind_to_browser: bool = False,
+) -> tuple[str, IssuedToken]:
+    """
+    Issue a :doc:`guest link </guests>` for ``recipient`` and return its token with its :class:`~sesame_db.models.IssuedToken`.
+
+    Arguments are those of :func:`get_guest_token`.
+
+    """
+    [(token, record)] = issue_guest_tokens(
+        [recipient],
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+        bind_to_browser=bind_to_browser,
+    )
+    return token, record
+
+
+def get_guest_token(
+    recipient: str,
+    scope: str,
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+    bind_to_browser: bool = False,
+) -> str:
+    """
+    Create a token for a :doc:`guest link </guests>`: a link shared with ``recipient``, who has no account.
+
+    ``recipient`` is an email address or a name, at most 254 characters,
+    recorded with the link and with each of its audit events. ``scope`` is
+    required: a guest link opens one thing, such as
+    :func:`get_object_scope` of a report.
+
+    A guest link never logs anyone in: only views that allow guests accept
+    it (:func:`~sesame_db.decorators.authenticate` with ``guests=True``),
+    and they see it as ``request.sesame_link``. It's always stored, so
+    the other keyword arguments are those of :func:`get_token`'s stored
+    links; ``request``, if given, is recorded in the ``issued`` audit
+    event; with ``bind_to_browser``, the link works only in the first
+    browser that opens it.
+
+    Raise :exc:`ValueError` if ``recipient`` or ``scope`` is empty.
+
+    """
+    token, _ = issue_guest_token(
+        recipient,
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+        bind_to_browser=bind_to_browser,
+    )
+    return token
+
+
+def get_guest_query_string(
+    recipient: str,
+    scope: str,
+    *,
+    max_age: float | datetime.timedelta | None = None,
+    max_uses: int | None = None,
+    label: str = "",
+    issued_by: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+    bind_to_browser: bool = False,
+) -> str:
+    """
+    Create a query string, starting with ``?``, for a :doc:`guest link </guests>`.
+
+    Arguments are those of :func:`get_guest_token`.
+
+    """
+    token = get_guest_token(
+        recipient,
+        scope,
+        max_age=max_age,
+        max_uses=max_uses,
+        label=label,
+        issued_by=issued_by,
+        request=request,
+        bind_to_browser=bind_to_browser,
+    )
+    return "?" + urlencode({conf.TOKEN_NAME: token})
+
+
 _action_re = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -360,7 +501,7 @@ def get_user(
 
     """
     request, token = _split(request_or_token, token)
-    user, _ = _check_user(request, token, scope, max_age, bool(update_last_login))
+    user, _, _ = _check_user(request, token, scope, max_age, bool(update_last_login))
     return user
 
 
@@ -374,7 +515,7 @@ async def aget_user(
 ) -> AbstractBaseUser | None:
     """See :func:`get_user`."""
     request, token = _split(request_or_token, token)
-    user, _ = await _acheck_user(
+    user, _, _ = await _acheck_user(
         request, token, scope, max_age, bool(update_last_login)
     )
     return user
@@ -400,7 +541,7 @@ def check_user(
 
     """
     request, token = _split(request_or_token, token)
-    user, rejection = _check_user(request, token, scope, max_age, update_last_login)
+    user, _, rejection = _check_user(request, token, scope, max_age, update_last_login)
     if rejection is not None:
         raise rejection
     return user
@@ -416,12 +557,61 @@ async def acheck_user(
 ) -> AbstractBaseUser | None:
     """See :func:`check_user`."""
     request, token = _split(request_or_token, token)
-    user, rejection = await _acheck_user(
+    user, _, rejection = await _acheck_user(
         request, token, scope, max_age, update_last_login
     )
     if rejection is not None:
         raise rejection
     return user
+
+
+def check_link(
+    request_or_token: Any,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    guests: bool = False,
+    update_last_login: bool = False,
+    token: str | None = None,
+) -> tuple[AbstractBaseUser | None, IssuedToken | None]:
+    """
+    Return the user and the stored link of a token, ``(None, None)`` without a token, or raise why it was rejected.
+
+    It's :func:`check_user` for the entry points that accept :doc:`guest
+    links </guests>`: with ``guests``, a valid guest link returns ``(None,
+    link)``, where ``link`` is its :class:`~sesame_db.models.IssuedToken`;
+    without, it's rejected with
+    :attr:`~sesame_db.exceptions.Reason.GUEST_LINK`. A user's stored link
+    returns ``(user, link)``, and a stateless token ``(user, None)``.
+    ``request.sesame_link`` is set to the link when there's one.
+
+    """
+    request, token = _split(request_or_token, token)
+    user, link, rejection = _check_user(
+        request, token, scope, max_age, update_last_login, guests
+    )
+    if rejection is not None:
+        raise rejection
+    return user, link
+
+
+async def acheck_link(
+    request_or_token: Any,
+    scope: str = "",
+    max_age: float | datetime.timedelta | None = None,
+    *,
+    guests: bool = False,
+    update_last_login: bool = False,
+    token: str | None = None,
+) -> tuple[AbstractBaseUser | None, IssuedToken | None]:
+    """See :func:`check_link`."""
+    request, token = _split(request_or_token, token)
+    user, link, rejection = await _acheck_user(
+        request, token, scope, max_age, update_last_login, guests
+    )
+    if rejection is not None:
+        raise rejection
+    return user, link
 
 
 def _rejection(
@@ -439,20 +629,27 @@ def _rejection(
     return InvalidToken(Reason.MALFORMED, "Bad token: no backend checked it")
 
 
+def _set_link(request: HttpRequest | None, link: IssuedToken | None) -> None:
+    # request.sesame_link: the stored link that was used, for views.
+    if request is not None and link is not None:
+        request.sesame_link = link  # type: ignore[attr-defined]
+
+
 def _check_user(
     request: HttpRequest | None,
     token: str | None,
     scope: str,
     max_age: float | datetime.timedelta | None,
     update_last_login: bool,
-) -> tuple[AbstractBaseUser | None, InvalidToken | None]:
+    guests: bool = False,
+) -> tuple[AbstractBaseUser | None, IssuedToken | None, InvalidToken | None]:
     if token is None:
-        return None, None
+        return None, None, None
     with database_unavailable():
         # backends.authenticate(), like Django's, sets user.backend, which
         # login() needs; the backend returns None for a rejected token, and
-        # verify tells why.
-        with verify.capture() as rejections:
+        # verify tells why, or which guest link was used.
+        with verify.capture(guests=guests) as outcome:
             user: AbstractBaseUser | None = backends.authenticate(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
@@ -460,7 +657,19 @@ def _check_user(
             user.last_login = timezone.now()
             user.save(update_fields=["last_login"])
     # The rejection is returned, not raised: get_user() has no use for it.
-    return (None, _rejection(request, rejections)) if user is None else (user, None)
+    return _result(request, user, outcome)
+
+
+def _result(
+    request: HttpRequest | None,
+    user: AbstractBaseUser | None,
+    outcome: verify.Outcome,
+) -> tuple[AbstractBaseUser | None, IssuedToken | None, InvalidToken | None]:
+    link = outcome.link
+    if user is not None or (link is not None and link.is_guest):
+        _set_link(request, link)
+        return user, link, None
+    return None, None, _rejection(request, outcome)
 
 
 async def _acheck_user(
@@ -469,15 +678,16 @@ async def _acheck_user(
     scope: str,
     max_age: float | datetime.timedelta | None,
     update_last_login: bool,
-) -> tuple[AbstractBaseUser | None, InvalidToken | None]:
+    guests: bool = False,
+) -> tuple[AbstractBaseUser | None, IssuedToken | None, InvalidToken | None]:
     if token is None:
-        return None, None
+        return None, None, None
     with database_unavailable():
-        with verify.capture() as rejections:
+        with verify.capture(guests=guests) as outcome:
             user: AbstractBaseUser | None = await backends.aauthenticate(
                 request, sesame_token=token, scope=scope, max_age=max_age
             )
         if user is not None and update_last_login and not conf.ONE_TIME:
             user.last_login = timezone.now()
             await user.asave(update_fields=["last_login"])
-    return (None, _rejection(request, rejections)) if user is None else (user, None)
+    return _result(request, user, outcome)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -45,35 +45,68 @@ from .exceptions import InvalidToken, Reason
 from .tokens import DecodedToken, decode_token, verify_user
 from .tokens_store import StoredClaims
 
+if TYPE_CHECKING:
+    from .models import IssuedToken
+
 __all__ = [
+    "Outcome",
     "averify",
     "capture",
+    "guest_accepted",
     "replace_update_last_login",
     "update_last_login",
     "verify",
 ]
 
-# The rejections of the checks made in a capture() block.
-_rejections: contextvars.ContextVar[list[InvalidToken] | None] = contextvars.ContextVar(
+
+class Outcome(list[InvalidToken]):
+    """
+    The outcome of the checks made in a :class:`capture` block: the list of their rejections.
+
+    ``link`` is the :class:`~sesame_db.models.IssuedToken` of the stored
+    token that was accepted, if any, a guest link's included; ``guests``
+    tells whether the block accepts guest links.
+
+    """
+
+    __slots__ = ("guests", "link")
+
+    def __init__(self, guests: bool) -> None:
+        super().__init__()
+        self.guests = guests
+        self.link: IssuedToken | None = None
+
+
+# The outcome of the checks made in a capture() block.
+_rejections: contextvars.ContextVar[Outcome | None] = contextvars.ContextVar(
     "sesame_db_rejections", default=None
 )
 
 
 class capture:  # lower case, like a context manager function
     """
-    Collect the rejections of the tokens checked in the block, in a list.
+    Collect the rejections of the tokens checked in the block, in a list, an :class:`Outcome`.
 
     Django's :func:`~django.contrib.auth.authenticate` only tells whether a
     backend returned a user; :func:`~sesame_db.utils.get_user` checks tokens
-    in this block to learn why one didn't, such as rate limiting.
+    in this block to learn why one didn't, such as rate limiting, and which
+    stored link was used.
+
+    With ``guests``, a guest link is accepted in the block: it's counted and
+    recorded in the outcome's ``link``, and the backend returns :obj:`None`,
+    since it authenticates no one. Everywhere else, a guest link is refused
+    with :attr:`~sesame_db.exceptions.Reason.GUEST_LINK`.
 
     """
 
     # A class rather than a generator: it's on the path of every token.
-    __slots__ = ("rejections", "reset")
+    __slots__ = ("guests", "rejections", "reset")
 
-    def __enter__(self) -> list[InvalidToken]:
-        self.rejections: list[InvalidToken] = []
+    def __init__(self, *, guests: bool = False) -> None:
+        self.guests = guests
+
+    def __enter__(self) -> Outcome:
+        self.rejections = Outcome(self.guests)
         self.reset = _rejections.set(self.rejections)
         return self.rejections
 
@@ -85,6 +118,23 @@ def _rejected(exc: InvalidToken) -> None:
     rejections = _rejections.get()
     if rejections is not None:
         rejections.append(exc)
+
+
+def _guests_allowed() -> bool:
+    outcome = _rejections.get()
+    return outcome is not None and outcome.guests
+
+
+def _used(record: IssuedToken) -> None:
+    outcome = _rejections.get()
+    if outcome is not None:
+        outcome.link = record
+
+
+def guest_accepted() -> bool:
+    """Tell whether a guest link was accepted in the current :class:`capture` block: no backend need check the token again."""
+    outcome = _rejections.get()
+    return outcome is not None and outcome.link is not None and outcome.link.is_guest
 
 
 UserLoader = Callable[[Any], "AbstractBaseUser | None"]
@@ -155,7 +205,7 @@ def verify(
     get_user: UserLoader,
     can_authenticate: CanAuthenticate,
     sender: type,
-) -> AbstractBaseUser:
+) -> AbstractBaseUser | None:
     """
     Return the user authenticated by ``token`` in ``scope``, and record the use.
 
@@ -166,19 +216,25 @@ def verify(
     Raise :exc:`~sesame_db.exceptions.InvalidToken`, once the rejection is
     recorded, if the token is rejected.
 
+    A guest link is accepted only in a :class:`capture` block that allows
+    guests: then return :obj:`None`, since it authenticates no one, and
+    the link is the block's outcome.
+
     """
     try:
         decoded, token_id = _decode(token, scope, max_age, request)
         with ratelimit.pending(request, token_id):
             if isinstance(decoded, StoredClaims):
-                owner, _ = store.redeem(
+                owner, record = store.redeem(
                     decoded,
                     scope=scope,
                     max_age=max_age,
                     request=request,
                     can_authenticate=can_authenticate,
                     sender=sender,
+                    guests=_guests_allowed(),
                 )
+                _used(record)
                 return owner
             user = verify_user(decoded, get_user(decoded.user_key), scope)
             if conf.ONE_TIME and not _consume(user):
@@ -201,7 +257,7 @@ async def averify(
     aget_user: AsyncUserLoader,
     can_authenticate: CanAuthenticate,
     sender: type,
-) -> AbstractBaseUser:
+) -> AbstractBaseUser | None:
     """See :func:`verify`; ``aget_user`` is a coroutine function."""
     try:
         decoded, token_id = await _adecode(token, scope, max_age, request)
@@ -215,7 +271,7 @@ async def averify(
         # query, since its methods are sync_to_async wrappers of the same
         # sync code, and the cache one per counter.
         try:
-            owner: AbstractBaseUser = await sync_to_async(_redeem)(
+            owner, record = await sync_to_async(_redeem)(
                 decoded,
                 token_id,
                 request=request,
@@ -223,10 +279,12 @@ async def averify(
                 max_age=max_age,
                 can_authenticate=can_authenticate,
                 sender=sender,
+                guests=_guests_allowed(),
             )
         except InvalidToken as exc:
             _rejected(exc)  # Recorded by _redeem().
             raise
+        _used(record)
         return owner
     try:
         await ratelimit.acheck(request, token_id)
@@ -250,25 +308,27 @@ def _redeem(
     max_age: float | datetime.timedelta | None,
     can_authenticate: CanAuthenticate,
     sender: type,
-) -> AbstractBaseUser:
+    guests: bool,
+) -> tuple[AbstractBaseUser | None, IssuedToken]:
     # The steps of verify() after the MAC, for a stored token, in the thread
-    # of averify()'s single hop.
+    # of averify()'s single hop. Whether guests are accepted is read in the
+    # caller's context and passed in, and the caller records the link.
     try:
         ratelimit.check(request, token_id)
         with ratelimit.pending(request, token_id):
-            owner, _ = store.redeem(
+            return store.redeem(
                 decoded,
                 scope=scope,
                 max_age=max_age,
                 request=request,
                 can_authenticate=can_authenticate,
                 sender=sender,
+                guests=guests,
             )
     except InvalidToken as exc:
         with ratelimit.auditing(request, exc, scope) as audit:
             store.reject(exc, request=request, scope=scope, sender=sender, audit=audit)
         raise
-    return owner
 
 
 async def _areject(

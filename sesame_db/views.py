@@ -174,6 +174,10 @@ class TokenAuthenticationMixin:
         Set it to :obj:`True` for :ref:`scanner-safe links <scanner-safe>`;
         the view then needs a ``post()`` method, which the confirmation page
         calls, such as ``post = get``. Defaults to :data:`SESAME_CONFIRM`.
+    ``guests``
+        Set it to :obj:`True` to accept :doc:`guest links </guests>`, which
+        let the request through without logging anyone in;
+        ``request.sesame_link`` is the link.
 
     Requests with a method that the view doesn't handle get 405 Method Not
     Allowed without using the token.
@@ -186,6 +190,7 @@ class TokenAuthenticationMixin:
     permanent: bool = False
     override: bool = True
     confirm: bool | None = None
+    guests: bool = False
 
     # Set by View.setup().
     args: Any
@@ -222,4 +227,5 @@ class TokenAuthenticationMixin:
             permanent=self.permanent,
             override=self.override,
             confirm=self.confirm,
+            guests=self.guests,
         )(request, *args, **kwargs)

@@ -197,3 +197,64 @@ def test_email_me_a_link_uses_the_login_flow(demo):
     # The plain-text body comes first, then the HTML one.
     link = re.findall(r"(http://\S+/auth/login/\?sesame=~\S+)", stdout)[0]
     assert "&browser=" in link
+
+
+def post_form(opener, page_url, page, data, action=None):
+    """POST ``data`` with the CSRF token of ``page``, to ``action`` or the page itself."""
+    [csrf] = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[:1]
+    request = urllib.request.Request(
+        urllib.parse.urljoin(page_url, action) if action else page_url,
+        data=urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, **data}).encode(),
+        headers={"Referer": page_url},
+    )
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.url, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, page_url, error.read().decode()
+
+
+def test_share_with_a_guest_audit_and_revoke(demo):
+    login, *_ = demo.links
+    base = login.split("/login/")[0]
+    sharer = browser()
+    assert get(sharer, login)[0] == 200
+    share_page = f"{base}/reports/1/share-with-guest/"
+    status, _, page = get(sharer, share_page)
+    assert status == 200
+    assert "Not shared with any guest yet." in page
+    status, _, page = post_form(
+        sharer, share_page, page, {"email": "guest@example.com"}
+    )
+    assert status == 200
+    [link] = re.findall(r'id="guest-link" readonly value="([^"]+)"', page)
+    link = link.replace("&amp;", "&")
+    assert "/reports/1/guest/?sesame=~" in link
+
+    # The guest's view: the report, who shared it, and no one logged in.
+    guest = browser()
+    status, _, page = get(guest, link)
+    assert status == 200
+    assert "Q3 sales" in page
+    assert "Shared with guest@example.com by demo" in page
+    assert "Log in by email" in page  # the navigation of an anonymous visitor
+    # Only this report.
+    assert get(browser(), link.replace("/reports/1/", "/reports/2/"))[0] == 403
+    # Not a login link.
+    assert get(browser(), link.replace("/reports/1/guest/", "/login/"))[0] == 403
+
+    # The sharer sees the link and its audit trail.
+    status, _, page = get(sharer, share_page)
+    assert "guest@example.com" in page
+    assert "1 / 10" in page
+    assert "used — guest@example.com from 127.0.0.1" in page
+    assert "rejected (wrong scope)" in page
+
+    # Revocation: the link stops working at once.
+    [action] = re.findall(r'action="(/reports/1/share-with-guest/\d+/revoke/)"', page)
+    status, _, page = post_form(sharer, share_page, page, {}, action)
+    assert status == 200
+    assert "revoked — guest@example.com" in page
+    assert get(guest, link)[0] == 403
+    status, _, page = get(sharer, share_page)
+    assert "rejected (revoked) — guest@example.com" in page

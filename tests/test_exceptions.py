@@ -26,6 +26,8 @@ class TestReason(SimpleTestCase):
         "INACTIVE_USER": "inactive_user",
         "INVALIDATED": "invalidated",
         "RATE_LIMITED": "rate_limited",
+        "GUEST_LINK": "guest_link",
+        "OTHER_BROWSER": "other_browser",
     }
 
     def test_values_are_stable(self):

@@ -47,7 +47,7 @@ LAYERS: list[list[str]] = [
     ["backends"],
     ["verify"],
     ["ratelimit", "store"],
-    ["clients", "managers", "models", "signals", "sql"],
+    ["browsers", "clients", "managers", "models", "signals", "sql"],
     ["packers", "tokens", "tokens_store", "tokens_v1", "tokens_v2"],
     # The package's __init__: __version__ only, so it imports nothing.
     ["__init__", "conf", "exceptions"],

@@ -172,8 +172,8 @@ class RevokeTests(CreateUserMixin, TestCase):
     # That's the count on PostgreSQL, and on SQLite from Django 6.0.
     REVOKE_10000_QUERIES = 10 * REVOKE_QUERIES + REVOKE_NOTHING_QUERIES
     # Django 5.2 assumes SQLite's historical limit of 999 parameters, so it
-    # splits 4. into 13 INSERTs of at most 83 events (999 // 12 columns).
-    REVOKE_10000_QUERIES_SQLITE_999 = 10 * (4 + 13) + REVOKE_NOTHING_QUERIES
+    # splits 4. into 14 INSERTs of at most 76 events (999 // 13 columns).
+    REVOKE_10000_QUERIES_SQLITE_999 = 10 * (4 + 14) + REVOKE_NOTHING_QUERIES
 
     def setUp(self):
         super().setUp()

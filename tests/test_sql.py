@@ -111,6 +111,7 @@ class SqlEqualsOrm(_TestCase):
         delete = getattr(self, "delete", None)
         if delete is not None:
             delete(record.user, timezone.now())
+        assert record.user_id is not None
         visible = User._default_manager.filter(pk=record.user_id).exists()
         self.assertEqual(visible, delete is None)
         if visible:
@@ -152,6 +153,7 @@ class SqlEqualsOrm(_TestCase):
         assert read is not None
         if change:
             # The user's row changes between the SELECT and the UPDATE.
+            assert record.user_id is not None
             get_user_model()._base_manager.filter(pk=record.user_id).update(**change)
         before = IssuedToken._default_manager.get(pk=record.pk)
         expected = self.orm_would_update(read, now, password, email)
@@ -256,6 +258,117 @@ class SqlEqualsOrm(_TestCase):
         inserted.pk = expected.pk
         self.assertSameValues(inserted, expected)
         self.assertEqual(IssuedToken._default_manager.get(pk=record.pk).use_count, 1)
+
+    def guest_tokens(self, now: datetime.datetime) -> dict[str, IssuedToken]:
+        """Guest links in the states of the status rule, and bound to a browser."""
+        cases: dict[str, dict[str, Any]] = {
+            "active": {},
+            "limited": {"max_uses": 2, "use_count": 1},
+            "used up": {"max_uses": 2, "use_count": 2},
+            "revoked": {"revoked_at": now - HOUR},
+            "expired": {"expires_at": now - HOUR},
+            "bound, unused": {"bind_to_browser": True},
+            "bound, used": {"bind_to_browser": True, "use_count": 1},
+        }
+        records = {}
+        for name, values in cases.items():
+            [(_, record)] = store.issue_guests(
+                [f"{name}@example.com"], "scope", label=name, max_age=HOUR * 2
+            )
+            IssuedToken._default_manager.filter(pk=record.pk).update(
+                expires_at=values.pop("expires_at", record.expires_at), **values
+            )
+            records[name] = record
+        return records
+
+    def test_guest_select_equals_orm(self) -> None:
+        # The LEFT JOIN of a link without a user, even with a default
+        # manager that hides users.
+        db = router.db_for_write(IssuedToken)
+        delete = getattr(self, "delete", None)
+        if delete is not None:
+            delete(self.create_user("sql-hidden"), timezone.now())
+        for name, record in self.guest_tokens(timezone.now()).items():
+            with self.subTest(name):
+                fetched = sql.fetch(db, record.pk)
+                expected = (
+                    IssuedToken._default_manager.using(db)
+                    .select_related("user")
+                    .get(pk=record.pk)
+                )
+                assert fetched is not None
+                self.assertSameValues(fetched, expected)
+                self.assertIsNone(fetched.user)
+                self.assertIsNone(expected.user)
+
+    def test_guest_update_equals_orm(self) -> None:
+        db = router.db_for_write(IssuedToken)
+        now = timezone.now()
+        used = {}
+        for first in (False, True):
+            for name, record in self.guest_tokens(now).items():
+                with self.subTest(name, first=first):
+                    read = sql.fetch(db, record.pk)
+                    assert read is not None
+                    expected = (
+                        IssuedToken._default_manager.filter(
+                            pk=record.pk, user__isnull=True
+                        )
+                        .filter(
+                            IssuedToken.status_condition(IssuedToken.Status.ACTIVE, now)
+                        )
+                        .filter(**({"use_count": 0} if first else {}))
+                        .exists()
+                    )
+                    used[name, first] = sql.consume(
+                        read,
+                        now,
+                        db,
+                        password=True,
+                        email=True,
+                        scope="scope",
+                        info=None,
+                        first=first,
+                    )
+                    self.assertEqual(used[name, first], expected)
+        self.assertEqual(
+            {key for key, value in used.items() if value},
+            {
+                ("active", False),
+                ("limited", False),
+                ("bound, unused", False),
+                ("bound, used", False),
+                # A first use only for links never used.
+                ("active", True),
+                ("bound, unused", True),
+            },
+        )
+
+    def test_guest_audit_insert_equals_orm(self) -> None:
+        db = router.db_for_write(IssuedToken)
+        now = timezone.now()
+        record = self.guest_tokens(now)["active"]
+        read = sql.fetch(db, record.pk)
+        assert read is not None
+        info = {"ip": "192.0.2.1", "user_agent": "A", "method": "GET", "path": "/r/"}
+        self.assertTrue(
+            sql.consume(
+                read, now, db, password=True, email=True, scope="scope", info=info
+            )
+        )
+        inserted = TokenEvent._default_manager.using(db).latest("pk")
+        expected = TokenEvent._default_manager.using(db).create(
+            created_at=now,
+            kind=TokenEvent.Kind.USED,
+            token=record,
+            user_id=None,
+            scope="scope",
+            recipient="active@example.com",
+            **info,
+        )
+        expected = TokenEvent._default_manager.using(db).get(pk=expected.pk)
+        inserted.pk = expected.pk
+        self.assertSameValues(inserted, expected)
 
 
 class DefaultUserModelTests(SqlEqualsOrm, TestCase):

@@ -160,8 +160,8 @@ class IssueTests(CreateUserMixin, TestCase):
     # 1. INSERT the tokens, one statement returning their ids.
     # 2. INSERT their "issued" events, one statement.
     # The same for 1 token and for 50. Django 5.2 limits a statement to 999
-    # parameters on SQLite, so it splits bulk inserts there: at 71 tokens
-    # (14 columns) and 83 events (12 columns); see ISSUE_10000_QUERIES.
+    # parameters on SQLite, so it splits bulk inserts there: at 62 tokens
+    # (16 columns) and 76 events (13 columns); see ISSUE_10000_QUERIES.
     ISSUE_QUERIES = 2
     # Without auditing, 2. is left out.
     ISSUE_QUERIES_NO_AUDIT = 1
@@ -172,10 +172,10 @@ class IssueTests(CreateUserMixin, TestCase):
     ISSUE_10000_QUERIES = 10 + 10
     ISSUE_10000_QUERIES_NO_AUDIT = 10
     # Django 5.2 assumes SQLite's historical limit of 999 parameters, so its
-    # batches are smaller: 71 tokens (999 // 14 columns) and 83 events
-    # (999 // 12 columns), that is ceil(10^4 / 71) and ceil(10^4 / 83).
-    ISSUE_10000_QUERIES_SQLITE_999 = 141 + 121
-    ISSUE_10000_QUERIES_SQLITE_999_NO_AUDIT = 141
+    # batches are smaller: 62 tokens (999 // 16 columns) and 76 events
+    # (999 // 13 columns), that is ceil(10^4 / 62) and ceil(10^4 / 76).
+    ISSUE_10000_QUERIES_SQLITE_999 = 162 + 132
+    ISSUE_10000_QUERIES_SQLITE_999_NO_AUDIT = 162
 
     def test_returns_token_and_record(self):
         admin = self.create_user("admin")

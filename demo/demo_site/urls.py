@@ -21,5 +21,16 @@ urlpatterns = [
     path("logout/", views.logout_view, name="logout"),
     path("reports/<int:pk>/", views.report, name="report"),
     path("reports/<int:pk>/share/", views.share_report, name="share-report"),
+    path(
+        "reports/<int:pk>/share-with-guest/",
+        views.share_with_guest,
+        name="share-with-guest",
+    ),
+    path(
+        "reports/<int:pk>/share-with-guest/<int:link_id>/revoke/",
+        views.revoke_guest_link,
+        name="revoke-guest-link",
+    ),
+    path("reports/<int:pk>/guest/", views.guest_report, name="guest-report"),
     path("admin/", admin.site.urls),
 ]

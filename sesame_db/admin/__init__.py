@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sesame_db.admin.changelist import (
     EstimatedCountPaginator,
+    GuestFilter,
     ScopeFilter,
     StatusFilter,
     estimated_count,
@@ -24,6 +25,7 @@ from sesame_db.admin.users import IssuedTokenInline, IssuedTokenUserAdminMixin
 
 __all__ = [
     "EstimatedCountPaginator",
+    "GuestFilter",
     "IssueLinkForm",
     "IssuedTokenAdmin",
     "IssuedTokenChangeForm",

@@ -38,6 +38,7 @@ else:
 
 __all__ = [
     "EstimatedCountPaginator",
+    "GuestFilter",
     "ScopeFilter",
     "StatusFilter",
     "estimated_count",
@@ -138,6 +139,24 @@ class StatusFilter(admin.SimpleListFilter):
         if value in IssuedToken.Status.values:
             # The methods are named after the statuses: active(), expired()...
             return getattr(queryset, value)()
+        return queryset
+
+
+class GuestFilter(admin.SimpleListFilter):
+    """Filter links by who they're for: a user, or a guest (a recipient without an account)."""
+
+    title = _("user or guest")
+    parameter_name = "for"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("user", gettext("user")), ("guest", gettext("guest"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        value = self.value()
+        if value == "user":
+            return queryset.users()  # type: ignore[attr-defined]
+        if value == "guest":
+            return queryset.guests()  # type: ignore[attr-defined]
         return queryset
 
 

@@ -65,7 +65,7 @@ class TokenEventAdmin(_ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    search_help_text = _("Username, email or scope; or an exact IP address.")
+    search_help_text = _("Username, email, guest or scope; or an exact IP address.")
     fields = readonly_fields = (
         "created_at",
         "kind",
@@ -95,7 +95,7 @@ class TokenEventAdmin(_ModelAdmin):
         return bool(conf.ADMIN_EVENTS_DELETABLE and request.user.is_superuser)
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
-        return [*user_search_fields(self.model), "scope"]
+        return [*user_search_fields(self.model), "recipient", "scope"]
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
@@ -123,8 +123,10 @@ class TokenEventAdmin(_ModelAdmin):
             return gettext("#%(id)s (deleted)") % {"id": obj.token_id}
         return token_change_link(self.admin_site, obj.token_id)
 
-    @admin.display(description=_("user"))
+    @admin.display(description=_("user or guest"))
     def event_user(self, obj: TokenEvent) -> str:
+        if obj.user_id is None and obj.recipient:
+            return gettext("Guest: %(recipient)s") % {"recipient": obj.recipient}
         return user_or_id(obj.user, obj.user_id)
 
     @admin.display(description=_("actor"))

@@ -90,6 +90,20 @@ class IssueLinkForm(forms.Form):
         max_length=255,
         help_text=_("Shown in the admin, for example “Q3 report for the board”."),
     )
+    recipient = forms.CharField(
+        label=_("Guest"),
+        required=False,
+        max_length=254,
+        help_text=_(
+            "For a guest link, which logs no one in: the email address or the "
+            "name of the person it’s shared with."
+        ),
+    )
+    bind_to_browser = forms.BooleanField(
+        label=_("Bind to the first browser"),
+        required=False,
+        help_text=_("A guest link then works only in the browser that opens it first."),
+    )
     target = forms.CharField(
         label=_("Target"),
         max_length=2000,
@@ -112,8 +126,11 @@ class IssueLinkForm(forms.Form):
         self.fields["user"] = forms.ModelChoiceField(
             queryset=User._default_manager.all(),
             label=_("User"),
+            required=False,
             widget=ForeignKeyRawIdWidget(user_field.remote_field, admin_site),
-            help_text=_("The id of the user whom the link logs in."),
+            help_text=_(
+                "The id of the user whom the link logs in. Empty for a guest link."
+            ),
         )
         max_age = conf.MAX_AGE
         expires_in = self.fields["expires_in"]
@@ -124,17 +141,58 @@ class IssueLinkForm(forms.Form):
             expires_in.help_text = _("In minutes. Empty for SESAME_MAX_AGE.")
         self.fields["scope"].widget.attrs["list"] = "sesame-db-scopes"
         self.order_fields(
-            ["user", "scope", "expires_in", "max_uses", "label", "target"]
+            [
+                "user",
+                "recipient",
+                "bind_to_browser",
+                "scope",
+                "expires_in",
+                "max_uses",
+                "label",
+                "target",
+            ]
         )
 
     def clean_user(self) -> Any:
         user = self.cleaned_data["user"]
-        if not getattr(user, "is_active", True):
+        if user is not None and not getattr(user, "is_active", True):
             raise ValidationError(
                 _("This user is inactive: a link wouldn't log them in."),
                 code="inactive",
             )
         return user
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        user, recipient = data.get("user"), data.get("recipient")
+        if "user" in data and "recipient" in data:
+            if user is None and not recipient:
+                raise ValidationError(
+                    _("Choose a user, or enter a guest’s recipient for a guest link."),
+                    code="no_one",
+                )
+            if user is not None and recipient:
+                raise ValidationError(
+                    _("Choose a user or enter a recipient, not both."),
+                    code="both",
+                )
+        if recipient and not data.get("scope"):
+            self.add_error(
+                "scope",
+                ValidationError(
+                    _("A guest link needs a scope: it opens one thing."),
+                    code="guest_scope",
+                ),
+            )
+        if user is not None and data.get("bind_to_browser"):
+            self.add_error(
+                "bind_to_browser",
+                ValidationError(
+                    _("Only guest links can be bound to a browser."),
+                    code="bind_user",
+                ),
+            )
+        return data
 
     def clean_target(self) -> str:
         target: str = self.cleaned_data["target"].strip()

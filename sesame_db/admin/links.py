@@ -36,6 +36,7 @@ from django.utils.translation import gettext_lazy as _
 
 from sesame_db.admin.changelist import (
     EstimatedCountPaginator,
+    GuestFilter,
     LinkColumns,
     ScopeFilter,
     StatusFilter,
@@ -47,7 +48,7 @@ from sesame_db.admin.changelist import (
 from sesame_db.admin.forms import IssuedTokenChangeForm, IssueLinkForm, RevokeForm
 from sesame_db.conf import conf
 from sesame_db.models import IssuedToken, TokenEvent
-from sesame_db.utils import issue_token
+from sesame_db.utils import issue_guest_token, issue_token
 
 if TYPE_CHECKING:
     from django.urls import URLPattern
@@ -125,34 +126,48 @@ class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
     # the navigation sidebar open (tests/browser/test_admin_layout.py); the
     # last use and the issuer are on each link's page.
     list_display = [
-        "user",
+        "user_or_guest",
         "scope_and_label",
         "status_badge",
         "uses",
         "expires",
         "issued",
     ]
-    list_display_links = ["user", "scope_and_label"]
+    list_display_links = ["user_or_guest", "scope_and_label"]
     list_select_related = ["user", "issued_by"]
     list_filter = [
         StatusFilter,
+        GuestFilter,
         ScopeFilter,
         ("created", admin.DateFieldListFilter),
     ]
     date_hierarchy = "created"
     ordering = ["-created"]
     # Columns with an index; sorting on others would sort the whole table.
-    sortable_by = ["user", "scope_and_label", "expires", "issued"]
+    sortable_by = ["user_or_guest", "scope_and_label", "expires", "issued"]
     show_full_result_count = False
     # Counts per filter choice would read every row.
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    search_help_text = _("Username, email, scope or label.")
+    search_help_text = _("Username, email, guest, scope or label.")
     raw_id_fields = ["user"]
     form = IssuedTokenChangeForm
     actions = ["revoke_selected"]
     fieldsets = [
-        (None, {"fields": ["user", "scope", "label", "status_badge", "uses"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "user",
+                    "recipient",
+                    "scope",
+                    "label",
+                    "status_badge",
+                    "uses",
+                    "bind_to_browser",
+                ]
+            },
+        ),
         (
             _("Lifetime"),
             {"fields": ["created", "expires_at", "last_used_at", "max_uses"]},
@@ -162,6 +177,23 @@ class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
             {"fields": ["issued_by", "revoked_at", "revoked_by", "revoke_reason"]},
         ),
     ]
+
+    @admin.display(description=_("user or guest"), ordering="user")
+    def user_or_guest(self, obj: IssuedToken) -> str:
+        """Show the user, or a guest link's recipient and who shared it, without a query."""
+        if obj.user_id is not None:
+            return str(obj.user)
+        sharer = obj.issued_by
+        return format_html(
+            '<span class="sesame-db-guest">{}</span>{}',
+            gettext("Guest: %(recipient)s") % {"recipient": obj.recipient},
+            format_html(
+                '<br><span class="sesame-db-label">{}</span>',
+                gettext("shared by %(user)s") % {"user": sharer},
+            )
+            if sharer is not None
+            else "",
+        )
 
     @admin.display(description=_("scope and label"), ordering="scope")
     def scope_and_label(self, obj: IssuedToken) -> str:
@@ -202,7 +234,7 @@ class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
     # Pages.
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
-        return [*user_search_fields(self.model), "scope", "label"]
+        return [*user_search_fields(self.model), "recipient", "scope", "label"]
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
@@ -457,7 +489,7 @@ class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
                 admin_site=self.admin_site,
                 initial={
                     name: request.GET[name]
-                    for name in ("user", "scope", "label", "target")
+                    for name in ("user", "recipient", "scope", "label", "target")
                     if name in request.GET
                 },
             )
@@ -472,18 +504,25 @@ class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             expires_in = data["expires_in"]
-            token, record = issue_token(
-                data["user"],
-                data["scope"],
-                max_age=None
+            options: dict[str, Any] = {
+                "max_age": None
                 if expires_in is None
                 else datetime.timedelta(minutes=expires_in),
-                max_uses=data["max_uses"],
-                label=data["label"],
-                issued_by=request.user,  # type: ignore[arg-type]
-                request=request,
-            )
-            record.user = data["user"]  # named in the history's object_repr
+                "max_uses": data["max_uses"],
+                "label": data["label"],
+                "issued_by": request.user,
+                "request": request,
+            }
+            if data["recipient"]:
+                token, record = issue_guest_token(
+                    data["recipient"],
+                    data["scope"],
+                    bind_to_browser=data["bind_to_browser"],
+                    **options,
+                )
+            else:
+                token, record = issue_token(data["user"], data["scope"], **options)
+                record.user = data["user"]  # named in the history's object_repr
             self.log_addition(request, record, [{"added": {}}])
             context.update(
                 {

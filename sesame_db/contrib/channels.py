@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from asgiref.sync import sync_to_async
@@ -19,6 +19,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import close_old_connections
 from django.http import HttpRequest
+from django.http.cookie import parse_cookie
 
 from sesame_db.conf import conf
 from sesame_db.exceptions import DatabaseUnavailable, InvalidToken
@@ -29,7 +30,10 @@ from sesame_db.responses import (  # noqa: F401
     TRY_AGAIN_LATER,
     close_code,
 )
-from sesame_db.utils import acheck_user
+from sesame_db.utils import acheck_link
+
+if TYPE_CHECKING:
+    from sesame_db.models import IssuedToken
 
 __all__ = ["SesameAuthMiddleware", "authenticate_connection", "request_from_scope"]
 
@@ -47,7 +51,8 @@ def request_from_scope(connection_scope: Scope) -> HttpRequest:
     :data:`SESAME_RATE_LIMIT` counts failures by its client address, which
     honours :data:`SESAME_TRUSTED_PROXIES`. Its method is ``GET``, that of a
     WebSocket handshake, unless the scope has another. It has no query string
-    and no body.
+    and no body; its cookies are those of the handshake, for :doc:`guest
+    links </guests>` bound to a browser.
 
     """
     request = HttpRequest()
@@ -65,6 +70,7 @@ def request_from_scope(connection_scope: Scope) -> HttpRequest:
         if key in request.META:
             text = request.META[key] + "," + text
         request.META[key] = text
+    request.COOKIES = parse_cookie(request.META.get("HTTP_COOKIE", ""))
     return request
 
 
@@ -83,9 +89,10 @@ async def _acheck_user(
     scope: str,
     max_age: float | datetime.timedelta | None,
     token: str,
-) -> AbstractBaseUser | None:
+    guests: bool = False,
+) -> tuple[AbstractBaseUser | None, IssuedToken | None]:
     try:
-        return await acheck_user(request, scope, max_age, token=token)
+        return await acheck_link(request, scope, max_age, guests=guests, token=token)
     except DatabaseUnavailable:
         # Channels sends no request_finished signal, which would close a
         # broken connection, as Django's handlers do after a request: close
@@ -121,7 +128,7 @@ async def authenticate_connection(
 
     """
     try:
-        user = await _acheck_user(
+        user, _ = await _acheck_user(
             request_from_scope(connection_scope), scope, max_age, token
         )
     except InvalidToken:
@@ -169,6 +176,12 @@ class SesameAuthMiddleware:
 
     The user isn't logged in: the token authenticates this connection only.
 
+    With ``guests=True``, a valid :doc:`guest link </guests>` lets the
+    connection through without authenticating anyone: ``scope["user"]``
+    stays as it is (or anonymous), and ``scope["sesame_link"]`` is the
+    link's :class:`~sesame_db.models.IssuedToken`, as it is for a user's
+    stored token. Without it, a guest link is refused like an invalid token.
+
     """
 
     def __init__(
@@ -178,8 +191,10 @@ class SesameAuthMiddleware:
         *,
         max_age: float | datetime.timedelta | None = None,
         required: bool = False,
+        guests: bool = False,
     ) -> None:
         self.inner = inner
+        self.guests = guests
         # Not self.scope: in ASGI, "scope" is the connection.
         self.token_scope = scope
         self.max_age = max_age
@@ -193,22 +208,29 @@ class SesameAuthMiddleware:
         scope = dict(scope)
         token = _query_token(scope)
         user: AbstractBaseUser | None = None
+        link: IssuedToken | None = None
         rejection: InvalidToken | None = None
         if token is not None:
             request = request_from_scope(scope)
             try:
-                user = await _acheck_user(
-                    request, self.token_scope, self.max_age, token
+                user, link = await _acheck_user(
+                    request, self.token_scope, self.max_age, token, self.guests
                 )
             except InvalidToken as exc:
                 rejection = exc
             except DatabaseUnavailable as exc:
                 await self.deny(receive, send, code=close_code(exc))
                 return
-            scope["user"] = user if user is not None else AnonymousUser()
+            if link is not None:
+                scope["sesame_link"] = link
+            if user is None and link is not None:
+                # A guest link: no one is authenticated.
+                scope.setdefault("user", AnonymousUser())
+            else:
+                scope["user"] = user if user is not None else AnonymousUser()
         else:
             scope.setdefault("user", AnonymousUser())
-        if self.required and user is None:
+        if self.required and user is None and link is None:
             await self.deny(receive, send, code=close_code(rejection))
             return
         await self.inner(scope, receive, send)

@@ -8,9 +8,10 @@ This module requires the ``drf`` extra: ``pip install 'django-sesame-db[drf]'``.
 from __future__ import annotations
 
 import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
@@ -24,7 +25,10 @@ from sesame_db.confirm import SAFE_METHODS, confirm_enabled
 from sesame_db.exceptions import DatabaseUnavailable, InvalidToken
 from sesame_db.ratelimit import retry_after
 from sesame_db.responses import RETRY_AFTER, is_rate_limited
-from sesame_db.utils import check_user
+from sesame_db.utils import check_link
+
+if TYPE_CHECKING:
+    from sesame_db.models import IssuedToken
 
 __all__ = ["SesameTokenAuthentication", "ServiceUnavailable"]
 
@@ -89,7 +93,16 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
         the token isn't checked. Other methods, and tokens in the header,
         which scanners don't send, are accepted.
 
-    ``request.auth`` is :obj:`None`: the token isn't kept once checked.
+    ``guests``
+        Whether to accept :doc:`guest links </guests>`, :obj:`False` by
+        default. A valid guest link authenticates no one: ``request.user``
+        is an :class:`~django.contrib.auth.models.AnonymousUser` and
+        ``request.auth`` is the link's
+        :class:`~sesame_db.models.IssuedToken`, which permission classes
+        can check. Without it, a guest link is refused with 401.
+
+    ``request.auth`` is :obj:`None` for a user's token: the token isn't kept
+    once checked.
 
     """
 
@@ -98,13 +111,19 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
     max_age: float | datetime.timedelta | None = None
     allow_query_string: bool = True
     confirm: bool | None = None
+    guests: bool = False
 
     # AuthenticationMiddleware leaves tokens to the views that use this class.
     _sesame_db_checks_tokens: ClassVar[bool] = True
 
-    def authenticate(self, request: Any) -> tuple[AbstractBaseUser, None] | None:
+    def authenticate(
+        self, request: Any
+    ) -> tuple[AbstractBaseUser | AnonymousUser, IssuedToken | None] | None:
         """
         Return ``(user, None)`` for a valid token, :obj:`None` without a token.
+
+        With ``guests``, return ``(AnonymousUser(), link)`` for a valid guest
+        link.
 
         Raise :exc:`~rest_framework.exceptions.AuthenticationFailed` for an
         invalid token, :exc:`~rest_framework.exceptions.Throttled` when
@@ -117,7 +136,13 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
         token = self.get_header_token(request)
         try:
             if token is not None:
-                user = check_user(django_request, self.scope, self.max_age, token=token)
+                user, link = check_link(
+                    django_request,
+                    self.scope,
+                    self.max_age,
+                    guests=self.guests,
+                    token=token,
+                )
             elif self.allow_query_string and conf.TOKEN_NAME in django_request.GET:
                 if (
                     confirm_enabled(self.confirm)
@@ -126,7 +151,9 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
                     raise exceptions.AuthenticationFailed(
                         _("This link must be confirmed: send it with a POST request.")
                     )
-                user = check_user(django_request, self.scope, self.max_age)
+                user, link = check_link(
+                    django_request, self.scope, self.max_age, guests=self.guests
+                )
             else:
                 return None
         except InvalidToken as exc:
@@ -137,6 +164,9 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
             ) from None
         except DatabaseUnavailable:
             raise ServiceUnavailable from None
+        if user is None and link is not None:
+            # A guest link: no one is authenticated.
+            return (AnonymousUser(), link)
         if user is None:
             raise exceptions.AuthenticationFailed(_("Invalid or expired token."))
         return (user, None)

@@ -74,7 +74,14 @@ class ChangelistTests(AdminTestCase):
         # Few columns, to fit 1280 px (tests/browser/test_admin_layout.py).
         self.assertEqual(
             [str(h["text"]) for h in response.context["result_headers"]][1:],
-            ["user", "scope and label", "status", "uses", "expires at", "created"],
+            [
+                "user or guest",
+                "scope and label",
+                "status",
+                "uses",
+                "expires at",
+                "created",
+            ],
         )
         # The label under the scope; "default scope" for none.
         self.assertContains(
@@ -123,7 +130,7 @@ class ChangelistTests(AdminTestCase):
             for spec in response.context["cl"].filter_specs
             if spec.has_output()
         ]
-        self.assertEqual(titles, ["status", "created"])
+        self.assertEqual(titles, ["status", "user or guest", "created"])
 
     @override_settings(SESAME_ADMIN_SCOPES=["", "login", "report:unused"])
     def test_scope_filter_lists_known_scopes(self):
@@ -180,18 +187,18 @@ class ChangelistTests(AdminTestCase):
         request = RequestFactory().get("/")
         self.assertEqual(
             model_admin.get_search_fields(request),
-            ["user__username", "user__email", "scope", "label"],
+            ["user__username", "user__email", "recipient", "scope", "label"],
         )
         # Read when the page is built, not when the module is imported.
         with mock.patch.object(User, "EMAIL_FIELD", "missing", create=True):
             self.assertEqual(
                 model_admin.get_search_fields(request),
-                ["user__username", "scope", "label"],
+                ["user__username", "recipient", "scope", "label"],
             )
         with mock.patch.object(User, "USERNAME_FIELD", "email"):
             self.assertEqual(
                 model_admin.get_search_fields(request),
-                ["user__email", "scope", "label"],
+                ["user__email", "recipient", "scope", "label"],
             )
 
     def test_date_filter(self):

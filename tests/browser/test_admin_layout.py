@@ -49,6 +49,13 @@ def fill_links():
             IssuedToken.objects.filter(pk=record.pk).update(
                 use_count=3, last_used_at=now
             )
+    # Guest links, whose cell names the recipient and the sharer.
+    store.issue_guests(
+        [f"{name}@example.com" for name in names],
+        "reports.quarterlyreport:1000",
+        label="Quarterly report for the board of directors, shared",
+        issued_by=staff,
+    )
     return staff
 
 
@@ -80,7 +87,7 @@ def test_changelist_fits_1280_px(sidebar_page, expect, sidebar):
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#user-tools")).to_contain_text(staff.get_username())
     page.goto(LINKS)
-    expect(page.locator("#result_list tbody tr")).to_have_count(30)
+    expect(page.locator("#result_list tbody tr")).to_have_count(33)
     page.wait_for_load_state()
     expect(page.locator("#nav-sidebar")).to_be_visible(visible=sidebar)
     layout = page.evaluate(
@@ -123,7 +130,7 @@ def test_changelist_fits_1280_px(sidebar_page, expect, sidebar):
     assert layout["resultsScrollWidth"] <= layout["resultsClientWidth"], layout
     # Every column is there, and no header label wraps over more than two lines.
     assert [h["label"] for h in layout["headers"]] == [
-        "USER",
+        "USER OR GUEST",
         "SCOPE AND LABEL",
         "STATUS",
         "USES",

@@ -142,7 +142,7 @@ class RevokeCommandTests(CreateUserMixin, TestCase):
         self.assertFalse(TokenEvent.objects.filter(kind="revoked").exists())
 
     def test_no_filter(self):
-        message = "Choose the links to revoke with --id, --user, --scope or --issued-by"
+        message = "Choose the links to revoke with --id, --user, --recipient, --scope or --issued-by"
         self.assertError(message)
         self.assertError(message, "--reason", "all")
         self.assertError(message, ids=[])

@@ -9,7 +9,7 @@ from django.urls import NoReverseMatch, reverse
 
 from sesame_db.conf import conf
 from sesame_db.management.users import find_user
-from sesame_db.store import issue
+from sesame_db.store import issue, issue_guests
 
 
 def _minutes(value: Any) -> datetime.timedelta:
@@ -62,13 +62,27 @@ def add_token(url: str, token: str) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Issue a stored magic link for a user and print it: the URL given with --url "
-        "with the token added, or else the token alone. Details go to stderr."
+        "Issue a stored magic link for a user, or a guest link with --guest, and print "
+        "it: the URL given with --url with the token added, or else the token alone. "
+        "Details go to stderr."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "user", help="Username, or primary key, of the user the link logs in."
+            "user",
+            nargs="?",
+            help="Username, or primary key, of the user the link logs in.",
+        )
+        parser.add_argument(
+            "--guest",
+            metavar="RECIPIENT",
+            help="Issue a guest link, which logs no one in, shared with RECIPIENT "
+            "(an email address or a name), instead of a user's link; requires --scope.",
+        )
+        parser.add_argument(
+            "--bind-to-browser",
+            action="store_true",
+            help="With --guest: the link works only in the first browser that opens it.",
         )
         parser.add_argument(
             "--scope", default="", help="Scope of the link (default: no scope)."
@@ -95,7 +109,7 @@ class Command(BaseCommand):
     def handle(
         self,
         *args: Any,
-        user: str,
+        user: str | None,
         scope: str,
         expires_in: Any,
         max_uses: Any,
@@ -110,6 +124,36 @@ class Command(BaseCommand):
         base_url = None if url is None else _base_url(url)
         if len(scope) > 255 or len(label) > 255:
             raise CommandError("--scope and --label are limited to 255 characters")
+        guest = options.get("guest")
+        bind = bool(options.get("bind_to_browser"))
+        if guest is not None:
+            if user is not None:
+                raise CommandError("Give a user or --guest, not both")
+            guest = str(guest).strip()
+            if not guest or len(guest) > 254:
+                raise CommandError("--guest expects a recipient of 1 to 254 characters")
+            if not scope:
+                raise CommandError(
+                    "--guest requires --scope: a guest link opens one thing"
+                )
+            [(token, record)] = issue_guests(
+                [guest],
+                scope,
+                max_age=max_age,
+                max_uses=uses,
+                label=label,
+                bind_to_browser=bind,
+            )
+            self.stdout.write(token if base_url is None else add_token(base_url, token))
+            if options["verbosity"] >= 1:
+                self.stderr.write(
+                    f"Issued guest link #{record.pk} for {guest!r}: {', '.join(self.details(scope, record, uses))}."
+                )
+            return
+        if user is None:
+            raise CommandError("Give the user the link logs in, or --guest RECIPIENT")
+        if bind:
+            raise CommandError("--bind-to-browser applies to guest links only")
         target = find_user(str(user), "user")
         if not getattr(target, "is_active", True):
             self.stderr.write(
@@ -121,17 +165,21 @@ class Command(BaseCommand):
         # The token is printed because the operator asked for it; it's never logged.
         self.stdout.write(token if base_url is None else add_token(base_url, token))
         if options["verbosity"] >= 1:
-            details = [f"scope {scope!r}" if scope else "no scope"]
-            details.append(
-                f"expires at {record.expires_at:%Y-%m-%d %H:%M:%S %Z}"
-                if record.expires_at is not None
-                else "doesn't expire"
-            )
-            details.append(
-                "unlimited uses"
-                if uses is None
-                else f"{uses} use{'s' if uses > 1 else ''}"
-            )
             self.stderr.write(
-                f"Issued link #{record.pk} for {target.get_username()!r}: {', '.join(details)}."
+                f"Issued link #{record.pk} for {target.get_username()!r}: {', '.join(self.details(scope, record, uses))}."
             )
+
+    @staticmethod
+    def details(scope: str, record: Any, uses: int | None) -> list[str]:
+        details = [f"scope {scope!r}" if scope else "no scope"]
+        details.append(
+            f"expires at {record.expires_at:%Y-%m-%d %H:%M:%S %Z}"
+            if record.expires_at is not None
+            else "doesn't expire"
+        )
+        details.append(
+            "unlimited uses" if uses is None else f"{uses} use{'s' if uses > 1 else ''}"
+        )
+        if record.bind_to_browser:
+            details.append("bound to the first browser")
+        return details

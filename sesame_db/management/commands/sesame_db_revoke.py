@@ -20,7 +20,7 @@ def _ids(values: list[Any]) -> list[int]:
 
 class Command(BaseCommand):
     help = (
-        "Revoke stored magic links chosen by id, user, scope or issuer; links already "
+        "Revoke stored magic links chosen by id, user, guest, scope or issuer; links already "
         "sent stop working at once. At least one filter is required; filters combine."
     )
 
@@ -35,6 +35,11 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--user", help="Revoke the links of this user (username or primary key)."
+        )
+        parser.add_argument(
+            "--recipient",
+            metavar="RECIPIENT",
+            help="Revoke the guest links shared with RECIPIENT (compared without regard to case).",
         )
         parser.add_argument(
             "--scope", help="Revoke the links of this scope; '' for unscoped links."
@@ -64,10 +69,19 @@ class Command(BaseCommand):
         dry_run: bool,
         **options: Any,
     ) -> None:
-        if not ids and user is None and scope is None and issued_by is None:
+        recipient = options.get("recipient")
+        if (
+            not ids
+            and user is None
+            and scope is None
+            and issued_by is None
+            and recipient is None
+        ):
             raise CommandError(
-                "Choose the links to revoke with --id, --user, --scope or --issued-by"
+                "Choose the links to revoke with --id, --user, --recipient, --scope or --issued-by"
             )
+        if recipient is not None and not str(recipient).strip():
+            raise CommandError("--recipient expects a recipient, got ''")
         if len(reason) > 255:
             raise CommandError("--reason is limited to 255 characters")
         links = IssuedToken.objects.all()
@@ -85,6 +99,8 @@ class Command(BaseCommand):
             links = links.for_user(find_user(user, "--user"))
         if issued_by is not None:
             links = links.issued_by(find_user(issued_by, "--issued-by"))
+        if recipient is not None:
+            links = links.shared_with(str(recipient))
         if scope is not None:
             links = links.for_scope(scope)
         if dry_run:

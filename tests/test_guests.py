@@ -1,0 +1,603 @@
+"""
+Guest links: stored links without a user, shared with a recipient.
+
+Every entry point proves that a guest link never logs anyone in and works
+only in its scope; the store's features (expiry, use limits, revocation,
+audit, signals, bulk issuance) work for them as for user links.
+
+"""
+
+from __future__ import annotations
+
+import datetime
+from urllib.parse import urlencode
+
+import time_machine
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db import connection
+from django.http import HttpResponse
+from django.test import RequestFactory, TestCase, override_settings
+
+from sesame_db import browsers
+from sesame_db.decorators import authenticate
+from sesame_db.exceptions import InvalidToken, Reason
+from sesame_db.models import IssuedToken, TokenEvent
+from sesame_db.signals import token_used
+from sesame_db.utils import (
+    acheck_link,
+    check_link,
+    check_user,
+    get_guest_query_string,
+    get_guest_token,
+    get_query_string,
+    get_user,
+    issue_guest_token,
+    issue_guest_tokens,
+    issue_token,
+)
+
+from .mixins import AsyncNumQueriesMixin, CreateUserMixin, capture_login_failed
+
+
+@authenticate(scope="report:{pk}", guests=True)
+def budget_view(request, pk):
+    return HttpResponse(request.sesame_link.recipient)
+
+
+@authenticate(scope="report:{pk}")
+def member_budget_view(request, pk):
+    return HttpResponse("unreachable")  # pragma: no cover
+
+
+START = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+GUEST = "guest@example.com"
+
+
+class GuestTestCase(CreateUserMixin, TestCase):
+    def setUp(self):
+        super().setUp()
+        self.token, self.link = issue_guest_token(
+            GUEST, "report:1", issued_by=self.user, label="Q3 report"
+        )
+
+    def url(self, path, token=None):
+        return f"{path}?{urlencode({'sesame': token or self.token})}"
+
+    def events(self, link=None):
+        return list(
+            TokenEvent.objects.filter(token=link or self.link)
+            .order_by("pk")
+            .values_list("kind", "reason", "recipient")
+        )
+
+    def assertRefused(self, response, reason, link=None):
+        self.assertEqual(response.status_code, 403)
+        self.assertIn(
+            (TokenEvent.Kind.REJECTED, reason, GUEST), self.events(link or self.link)
+        )
+
+
+class IssueGuestLinkTests(GuestTestCase):
+    def test_link_has_recipient_no_user_and_scope(self):
+        self.link.refresh_from_db()
+        self.assertIsNone(self.link.user)
+        self.assertTrue(self.link.is_guest)
+        self.assertEqual(self.link.recipient, GUEST)
+        self.assertEqual(self.link.scope, "report:1")
+        self.assertEqual(self.link.issued_by, self.user)
+        self.assertEqual(self.link.label, "Q3 report")
+        self.assertFalse(self.link.bind_to_browser)
+        self.assertEqual(str(self.link), f"Link #{self.link.pk} for {GUEST} (report:1)")
+        self.assertEqual(self.events(), [(TokenEvent.Kind.ISSUED, "", GUEST)])
+
+    def test_query_string(self):
+        qs = get_guest_query_string("bob@example.com", "report:1", max_uses=2)
+        self.assertTrue(qs.startswith("?sesame=~"))
+        link = IssuedToken.objects.get(recipient="bob@example.com")
+        self.assertEqual(link.max_uses, 2)
+
+    def test_get_guest_token(self):
+        token = get_guest_token("Bob", "report:1", max_age=60)
+        self.assertTrue(token.startswith("~"))
+        link = IssuedToken.objects.get(recipient="Bob")
+        self.assertIsNotNone(link.expires_at)
+
+    def test_scope_and_recipient_are_required(self):
+        with self.assertRaisesMessage(ValueError, "a guest link requires a scope"):
+            get_guest_token(GUEST, "")
+        for recipient in ["", "   "]:
+            with self.assertRaisesMessage(
+                ValueError, "a guest link requires a recipient"
+            ):
+                get_guest_token(recipient, "report:1")
+        with self.assertRaisesMessage(ValueError, "at most 254 characters"):
+            get_guest_token("x" * 255, "report:1")
+        with self.assertRaises(TypeError):
+            get_guest_token(None, "report:1")  # type: ignore[arg-type]
+
+    def test_bulk_500_recipients(self):
+        recipients = [f"guest{i}@example.com" for i in range(500)]
+        # On PostgreSQL, one INSERT of the links and one of their "issued"
+        # events: one round trip each for 500 recipients. On SQLite with
+        # Django 5.2 (999 parameters per statement), batches of 62 links
+        # (16 columns) and 76 events (13 columns): ceil(500 / 62) +
+        # ceil(500 / 76) statements.
+        queries = 1 + 1 if connection.vendor == "postgresql" else 9 + 7
+        with self.assertNumQueries(queries):
+            issued = issue_guest_tokens(recipients, "report:1", issued_by=self.user)
+        self.assertEqual([link.recipient for _, link in issued], recipients)
+        self.assertEqual(IssuedToken.objects.shared_by(self.user).count(), 500 + 1)
+        self.assertEqual(
+            TokenEvent.objects.filter(
+                kind=TokenEvent.Kind.ISSUED, recipient="guest499@example.com"
+            ).count(),
+            1,
+        )
+
+
+@override_settings(ROOT_URLCONF="tests.guest_urls")
+class DecoratorTests(AsyncNumQueriesMixin, GuestTestCase):
+    # A guest link, with the audit trail:
+    # 1. SELECT the link, LEFT JOIN its (missing) user, and the sharer.
+    # 2. UPDATE the use count WHERE the link is still usable.
+    # 3. INSERT the "used" event; on PostgreSQL, 2. and 3. are one statement.
+    NUM_QUERIES = 3 if connection.vendor == "sqlite" else 2
+
+    def test_guest_link_lets_the_request_through_without_login(self):
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(
+            response.content.decode(),
+            f"report 1 user=anonymous recipient={GUEST} by=john",
+        )
+        self.assertNotIn(SESSION_KEY, self.client.session)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 1)
+        event = TokenEvent.objects.get(token=self.link, kind=TokenEvent.Kind.USED)
+        self.assertEqual(event.recipient, GUEST)
+        self.assertIsNone(event.user_id)
+        self.assertEqual(event.ip, "127.0.0.1")
+        self.assertEqual(event.path, "/shared/1/")
+
+    def test_query_budget(self):
+        request = RequestFactory().get(self.url("/shared/1/"))
+        request.user = AnonymousUser()
+        with self.assertNumQueries(self.NUM_QUERIES):
+            response = budget_view(request, pk=1)
+        self.assertEqual(response.status_code, 200)
+
+    def test_query_budget_refused(self):
+        # Refused without guests=True: 1. SELECT the link; 2. INSERT the
+        # "rejected" event, its user and recipient from subqueries.
+        request = RequestFactory().get(self.url("/shared/1/"))
+        request.user = AnonymousUser()
+        with self.assertNumQueries(2), self.assertRaises(PermissionDenied):
+            member_budget_view(request, pk=1)
+
+    def test_logged_in_visitor_stays_themselves(self):
+        other = self.create_user("jane", email="jane@example.com")
+        self.client.force_login(other)
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=jane", response.content.decode())
+        self.assertEqual(self.client.session[SESSION_KEY], str(other.pk))
+
+    def test_only_in_its_scope(self):
+        response = self.client.get(self.url("/shared/2/"))
+        self.assertEqual(response.status_code, 403)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+        self.assertRefused(response, Reason.WRONG_SCOPE)
+
+    def test_refused_without_guests(self):
+        response = self.client.get(self.url("/member/1/"))
+        self.assertRefused(response, Reason.GUEST_LINK)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+        self.assertNotIn(SESSION_KEY, self.client.session)
+
+    def test_permanent_never_logs_a_guest_in(self):
+        response = self.client.get(self.url("/permanent/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=anonymous", response.content.decode())
+        self.assertNotIn(SESSION_KEY, self.client.session)
+
+    def test_no_login_failed_signal_for_a_guest(self):
+        with capture_login_failed() as failures:
+            response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(failures, [])
+
+    def test_user_link_still_logs_in_and_sets_sesame_link(self):
+        token, link = issue_token(self.user, "report:1")
+        response = self.client.get(self.url("/shared/1/", token))
+        self.assertEqual(
+            response.content.decode(),
+            "report 1 user=john recipient=user link by=-",
+        )
+        response = self.client.get(self.url("/member/1/", token))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=john", response.content.decode())
+
+    def test_stateless_token_has_no_sesame_link(self):
+        qs = get_query_string(self.user, "report:1", store=False)
+        response = self.client.get(f"/shared/1/{qs}")
+        self.assertEqual(
+            response.content.decode(), "report 1 user=john recipient=- by=-"
+        )
+
+    def test_guests_require_a_scope(self):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "authenticate(guests=True) requires a scope"
+        ):
+            authenticate(guests=True)
+
+    def test_confirm(self):
+        # A mail scanner's GET gets the confirmation page; the use waits.
+        response = self.client.get(self.url("/confirmed/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+        response = self.client.post(self.url("/confirmed/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn(f"recipient={GUEST}", response.content.decode())
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 1)
+
+    async def test_async_view(self):
+        response = await self.async_client.get(self.url("/ashared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(
+            response.content.decode(), f"report 1 user=anonymous recipient={GUEST}"
+        )
+        response = await self.async_client.get(self.url("/ashared/2/"))
+        self.assertEqual(response.status_code, 403)
+
+    def test_class_based_views(self):
+        response = self.client.get(self.url("/cbv/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn(f"user=anonymous recipient={GUEST}", response.content.decode())
+        response = self.client.get(self.url("/cbv/shared/2/"))
+        self.assertEqual(response.status_code, 403)
+        response = self.client.get(self.url("/cbv/member/1/"))
+        self.assertRefused(response, Reason.GUEST_LINK)
+        self.assertNotIn(SESSION_KEY, self.client.session)
+
+    def test_login_view_refuses(self):
+        response = self.client.get(self.url("/login/"))
+        self.assertRefused(response, Reason.GUEST_LINK)
+        self.assertNotIn(SESSION_KEY, self.client.session)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+
+    @override_settings(
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "sesame_db.middleware.AuthenticationMiddleware",
+        ]
+    )
+    def test_middleware_refuses(self):
+        # The middleware checks unscoped tokens: a guest link, always
+        # scoped, is refused by its scope tag, with no SELECT: 1. INSERT
+        # the "rejected" event.
+        with self.assertNumQueries(1):
+            response = self.client.get(self.url("/plain/"))
+        self.assertEqual(response.content.decode(), "anonymous")
+        self.assertNotIn(SESSION_KEY, self.client.session)
+        self.assertIn(
+            (TokenEvent.Kind.REJECTED, Reason.WRONG_SCOPE, GUEST), self.events()
+        )
+
+    @override_settings(
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "sesame_db.middleware.AuthenticationMiddleware",
+        ]
+    )
+    def test_middleware_leaves_guest_views_their_tokens(self):
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=anonymous", response.content.decode())
+        self.assertEqual(
+            [kind for kind, _, _ in self.events()],
+            [TokenEvent.Kind.ISSUED, TokenEvent.Kind.USED],
+        )
+
+    def test_get_user_refuses(self):
+        self.assertIsNone(get_user(self.token, "report:1"))
+        self.assertIsNone(get_user(self.token))
+        with self.assertRaises(InvalidToken) as cm:
+            check_user(self.token, "report:1")
+        self.assertEqual(cm.exception.reason, Reason.GUEST_LINK)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+
+
+class CheckLinkTests(GuestTestCase):
+    def test_check_link(self):
+        with self.assertRaises(InvalidToken) as cm:
+            check_link(self.token, "report:1")
+        self.assertEqual(cm.exception.reason, Reason.GUEST_LINK)
+        user, link = check_link(self.token, "report:1", guests=True)
+        self.assertIsNone(user)
+        self.assertEqual(link, self.link)
+        request = RequestFactory().get("/")
+        self.assertEqual(check_link(request, "report:1", guests=True), (None, None))
+
+    async def test_acheck_link(self):
+        with self.assertRaises(InvalidToken) as cm:
+            await acheck_link(self.token, "report:1")
+        self.assertEqual(cm.exception.reason, Reason.GUEST_LINK)
+        user, link = await acheck_link(self.token, "report:1", guests=True)
+        self.assertIsNone(user)
+        assert link is not None
+        self.assertEqual(link.pk, self.link.pk)
+        self.assertEqual(link.recipient, GUEST)
+        with self.assertRaises(InvalidToken) as cm:
+            await acheck_link(self.token, "report:2", guests=True)
+        self.assertEqual(cm.exception.reason, Reason.WRONG_SCOPE)
+
+    def test_signal(self):
+        received = []
+
+        def receiver(sender, user, token, scope, **kwargs):
+            received.append((user, token.pk, scope))
+
+        token_used.connect(receiver)
+        self.addCleanup(token_used.disconnect, receiver)
+        with self.captureOnCommitCallbacks(execute=True):
+            check_link(self.token, "report:1", guests=True)
+        self.assertEqual(received, [(None, self.link.pk, "report:1")])
+
+
+class StoreTests(GuestTestCase):
+    def use(self, token=None):
+        try:
+            return check_link(token or self.token, "report:1", guests=True)[1]
+        except InvalidToken as exc:
+            return exc.reason
+
+    def test_max_uses(self):
+        token, link = issue_guest_token(GUEST, "report:1", max_uses=2)
+        self.assertEqual(self.use(token), link)
+        self.assertEqual(self.use(token), link)
+        self.assertEqual(self.use(token), Reason.USED_UP)
+        link.refresh_from_db()
+        self.assertEqual(link.use_count, 2)
+
+    def test_expiry(self):
+        with time_machine.travel(START, tick=False):
+            token, link = issue_guest_token(GUEST, "report:1", max_age=60)
+        with time_machine.travel(START + datetime.timedelta(seconds=59), tick=False):
+            self.assertEqual(self.use(token), link)
+        with time_machine.travel(START + datetime.timedelta(seconds=61), tick=False):
+            self.assertEqual(self.use(token), Reason.EXPIRED)
+
+    def test_revoke_shared_by_and_shared_with(self):
+        _, other = issue_guest_token(
+            "other@example.com", "report:1", issued_by=self.user
+        )
+        user_link_token, user_link = issue_token(self.user, "report:1")
+        self.assertEqual(
+            set(IssuedToken.objects.shared_with("GUEST@example.com ")), {self.link}
+        )
+        self.assertEqual(
+            set(IssuedToken.objects.shared_by(self.user)), {self.link, other}
+        )
+        self.assertEqual(set(IssuedToken.objects.guests()), {self.link, other})
+        self.assertEqual(set(IssuedToken.objects.users()), {user_link})
+        self.assertEqual(IssuedToken.objects.shared_with(GUEST).revoke(by=self.user), 1)
+        self.assertEqual(self.use(), Reason.REVOKED)
+        self.assertEqual(
+            self.events()[-2:],
+            [
+                (TokenEvent.Kind.REVOKED, "", GUEST),
+                (TokenEvent.Kind.REJECTED, Reason.REVOKED, GUEST),
+            ],
+        )
+        self.assertEqual(IssuedToken.objects.shared_by(self.user).revoke(), 1)
+        # The user's own link isn't a shared one.
+        self.assertIsNotNone(get_user(user_link_token, "report:1"))
+        self.assertEqual(
+            set(TokenEvent.objects.for_recipient(GUEST).values_list("kind", flat=True)),
+            {"issued", "revoked", "rejected"},
+        )
+
+    def test_deleting_the_sharer_keeps_the_link(self):
+        # issued_by is SET_NULL: the guest link outlives its sharer.
+        self.user.delete()
+        self.assertIsInstance(self.use(), IssuedToken)
+
+    def test_database_requires_user_or_recipient(self):
+        from django.db import IntegrityError, transaction
+
+        with self.assertRaises(IntegrityError), transaction.atomic():
+            IssuedToken.objects.create(scope="report:1")
+        with self.assertRaises(IntegrityError), transaction.atomic():
+            IssuedToken.objects.create(recipient=GUEST, scope="")
+
+    def test_purge(self):
+        from django.core.management import call_command
+
+        with time_machine.travel(START, tick=False):
+            token, link = issue_guest_token(GUEST, "report:1", max_age=60)
+        with time_machine.travel(START + datetime.timedelta(days=400), tick=False):
+            call_command("sesame_db_purge", verbosity=0)
+        self.assertFalse(IssuedToken.objects.filter(pk=link.pk).exists())
+        self.assertTrue(IssuedToken.objects.filter(pk=self.link.pk).exists())
+
+
+@override_settings(ROOT_URLCONF="tests.guest_urls")
+class BrowserBindingTests(GuestTestCase):
+    def setUp(self):
+        super().setUp()
+        self.token, self.link = issue_guest_token(
+            GUEST, "report:1", bind_to_browser=True
+        )
+
+    def test_first_browser_gets_a_cookie_others_are_refused(self):
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        cookie = response.cookies[browsers.cookie_name(self.link.pk)]
+        self.assertTrue(cookie["httponly"])
+        self.assertEqual(cookie["samesite"], "Lax")
+        self.assertTrue(cookie["max-age"])
+        # The same browser, again: the cookie goes with the request.
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 200)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 2)
+        # Another browser: refused, audited, and no use is counted.
+        other = self.client_class()
+        response = other.get(self.url("/shared/1/"))
+        self.assertRefused(response, Reason.OTHER_BROWSER)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 2)
+
+    def test_forged_cookie_is_refused(self):
+        self.client.get(self.url("/shared/1/"))
+        other = self.client_class()
+        other.cookies[browsers.cookie_name(self.link.pk)] = f"{self.link.pk}:forged"
+        response = other.get(self.url("/shared/1/"))
+        self.assertRefused(response, Reason.OTHER_BROWSER)
+
+    def test_cookie_of_another_link_is_refused(self):
+        _, second = issue_guest_token(GUEST, "report:1", bind_to_browser=True)
+        response = self.client.get(self.url("/shared/1/"))
+        value = response.cookies[browsers.cookie_name(self.link.pk)].value
+        other = self.client_class()
+        # The cookie of the first link, under the second link's name.
+        other.cookies[browsers.cookie_name(second.pk)] = value
+        self.assertFalse(
+            browsers.is_bound_here(
+                RequestFactory(
+                    HTTP_COOKIE=f"{browsers.cookie_name(second.pk)}={value}"
+                ).get("/"),
+                second.pk,
+            )
+        )
+
+    def test_secure_cookie_over_https(self):
+        response = self.client.get(self.url("/shared/1/"), secure=True)
+        cookie = response.cookies[browsers.cookie_name(self.link.pk)]
+        self.assertTrue(cookie["secure"])
+
+    def test_unbound_links_set_no_cookie(self):
+        token, link = issue_guest_token(GUEST, "report:1")
+        response = self.client.get(self.url("/shared/1/", token))
+        self.assertNotIn(browsers.cookie_name(link.pk), response.cookies)
+
+
+@override_settings(
+    ROOT_URLCONF="tests.guest_urls",
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "sesame-db-guest-rate-limit-tests",
+        }
+    },
+    SESAME_RATE_LIMIT={"failures": 3, "period": 60},
+)
+class RateLimitTests(GuestTestCase):
+    def test_failed_attempts_are_limited(self):
+        # A guest link tried where guests aren't allowed, or in the wrong
+        # scope, counts as a failure of the client, like any rejection.
+        for path in ["/member/1/", "/shared/2/", "/member/1/"]:
+            self.assertEqual(self.client.get(self.url(path)).status_code, 403)
+        response = self.client.get(self.url("/shared/1/"))
+        self.assertEqual(response.status_code, 429)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+        self.assertIn(
+            (TokenEvent.Kind.REJECTED, Reason.RATE_LIMITED, GUEST), self.events()
+        )
+
+
+@override_settings(ROOT_URLCONF="tests.guest_urls")
+class ThreatTests(GuestTestCase):
+    """The lines of THREATS.md for the entry points that accept guest links."""
+
+    def test_forged_tokens_cost_no_query(self):
+        forged = (
+            self.token[:20] + ("A" if self.token[20] != "A" else "B") + self.token[21:]
+        )
+        for token in [
+            forged,
+            self.token[:-1],
+            self.token + "A" * 5000,
+            self.token[:-1] + "é",
+            self.token[:-1] + "\x00",
+            "~",
+        ]:
+            with self.subTest(token=token[:40]), self.assertNumQueries(0):
+                response = self.client.get(self.url("/shared/1/", token))
+                self.assertEqual(response.status_code, 403)
+
+    def test_revocation_between_select_and_update(self):
+        from unittest import mock
+
+        from sesame_db import store
+
+        consume = store._consume
+
+        def revoke_then_consume(record, *args, **kwargs):
+            IssuedToken.objects.filter(pk=record.pk).revoke()
+            return consume(record, *args, **kwargs)
+
+        with mock.patch.object(store, "_consume", revoke_then_consume):
+            response = self.client.get(self.url("/shared/1/"))
+        self.assertRefused(response, Reason.REVOKED)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+
+    def test_token_never_logged_nor_in_signals(self):
+        from sesame_db.signals import token_rejected
+
+        seen = []
+
+        def receiver(request=None, **kwargs):
+            # The request is the caller's: its URL holds the token.
+            seen.append(repr(kwargs))
+
+        token_used.connect(receiver)
+        token_rejected.connect(receiver)
+        self.addCleanup(token_used.disconnect, receiver)
+        self.addCleanup(token_rejected.disconnect, receiver)
+        with (
+            self.assertLogs("sesame_db", "DEBUG") as logs,
+            self.captureOnCommitCallbacks(execute=True),
+        ):
+            self.client.get(self.url("/shared/1/"))
+            self.client.get(self.url("/member/1/"))
+        output = "\n".join(logs.output + seen)
+        self.assertIn(f"Valid guest link {self.link.pk}", output)
+        self.assertNotIn(self.token, output)
+        self.assertNotIn(self.token[1:], output)
+        self.assertNotIn(GUEST, "\n".join(logs.output))
+
+
+@override_settings(ROOT_URLCONF="tests.guest_urls")
+class PhantomAccountTests(CreateUserMixin, TestCase):
+    """The other pattern of docs/guests.rst: a phantom account with an unusable password."""
+
+    def test_phantom_account(self):
+        User = get_user_model()
+        kwargs = {}
+        if User._meta.pk.get_internal_type() == "CharField":
+            kwargs["id"] = "user-guest-bob"
+        guest = User.objects.create_user("guest-bob", "bob@example.com", **kwargs)
+        self.assertFalse(guest.has_usable_password())
+        qs = get_query_string(guest, "report:1", store=True, max_uses=20)
+        # An ordinary scoped view: the phantom account is the user there...
+        response = self.client.get(f"/member/1/{qs}")
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("user=guest-bob recipient=user link", response.content.decode())
+        # ...without a session, and only in its scope.
+        self.assertNotIn(SESSION_KEY, self.client.session)
+        self.assertEqual(self.client.get(f"/member/2/{qs}").status_code, 403)
+        # It can't log in with a password.
+        self.assertFalse(self.client.login(username="guest-bob", password=""))
