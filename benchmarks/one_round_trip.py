@@ -79,7 +79,8 @@ def make_fetch_and_consume(alias: str) -> Callable[[int], tuple[Any, bool]]:
             *[moment if p is sql._USE_TIME else p for p in consume.active_params],
             True,  # is_active
             moment,
-            "",
+            "",  # scope
+            "",  # recipient: a user link's
             connection.ops.adapt_ipaddressfield_value(info["ip"]),
             info["user_agent"],
             info["method"],
