@@ -189,9 +189,7 @@ class ModelBackend(SesameBackendMixin, auth_backends.ModelBackend):  # type: ign
         User = get_user_model()
         manager = User._default_manager.db_manager(router.db_for_write(User))
         try:
-            user = await manager.aget(
-                **{conf.PRIMARY_KEY_FIELD: user_key}
-            )
+            user = await manager.aget(**{conf.PRIMARY_KEY_FIELD: user_key})
         except User.DoesNotExist:
             return None
         return user if self.user_can_authenticate(user) else None

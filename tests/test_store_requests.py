@@ -79,7 +79,6 @@ class RoutingTests(CreateUserMixin, TestCase):
             1,
         )
 
-
     def _stale_copy_on_the_read_database(self):
         # The read database still shows the user active, as a lagging
         # replica would after a deactivation on the primary.
