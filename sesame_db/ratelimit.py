@@ -42,6 +42,8 @@ from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 from .clients import client_ip
@@ -154,6 +156,15 @@ _fallback = LocMemCache(
 )
 _outages: dict[str, float] = {}
 _outages_lock = threading.Lock()
+
+
+@receiver(setting_changed)
+def _reset_fallback(*, setting: str, **kwargs: Any) -> None:
+    # Another cache, or the same alias for another cache: start afresh.
+    if setting in {"CACHES", "SESAME_RATE_LIMIT_CACHE"}:
+        with _outages_lock:
+            _outages.clear()
+        _fallback.clear()
 
 
 def _unreachable() -> tuple[type[Exception], ...]:

@@ -70,8 +70,8 @@ class RedisTestCase(CreateUserMixin, TestCase):
         if self.server.process is None:
             self.server.start()
         caches["default"].clear()
-        ratelimit._fallback.clear()
-        ratelimit._outages.clear()
+        ratelimit._reset_fallback(setting="CACHES")
+        self.addCleanup(ratelimit._reset_fallback, setting="CACHES")
         self.factory = RequestFactory()
 
     def request(self, ip="192.0.2.1"):
