@@ -73,3 +73,20 @@ class ScalePrimaryReplicaRouter(PrimaryReplicaRouter):
 
     primary = "scale_primary"
     replica = "scale_replica"
+
+
+class ScaleBouncerRouter:
+    """Everything through PgBouncer, for tests/test_pgbouncer.py."""
+
+    alias = "scale_bouncer"
+
+    def db_for_read(self, model, **hints):
+        return self.alias
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, **hints):
+        return db == self.alias
