@@ -12,6 +12,7 @@ tests run as root, PgBouncer runs as the ``postgres`` user, like the server.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -54,16 +55,10 @@ class Bouncer:
 
     def stop(self) -> None:
         pidfile = os.path.join(self.base, "pgbouncer.pid")
-        try:
+        with contextlib.suppress(OSError, ValueError):
             with open(pidfile) as file:
                 pid = int(file.read().strip())
-        except (OSError, ValueError):
-            pass
-        else:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGTERM)  # ProcessLookupError is an OSError
         shutil.rmtree(self.base, ignore_errors=True)
 
 
