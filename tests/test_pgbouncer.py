@@ -97,7 +97,7 @@ class PgBouncerTests(SimpleTestCase):
         for max_uses in [1, 5]:
             with self.subTest(max_uses=max_uses):
                 token, record = issue_token(self.user, max_uses=max_uses)
-                users = in_parallel(lambda index: get_user(token))
+                users = in_parallel(lambda index, token=token: get_user(token))
                 self.assertEqual(sum(user is not None for user in users), max_uses)
                 record.refresh_from_db()
                 self.assertEqual(record.use_count, max_uses)
