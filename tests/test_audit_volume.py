@@ -17,6 +17,7 @@ never pick on its own could pass.)
 from __future__ import annotations
 
 import datetime
+import io
 import tracemalloc
 
 import pytest
@@ -159,7 +160,7 @@ class PurgeVolumeTests(TestCase):
                     "sesame_db_purge",
                     f"--batch-size={self.BATCH}",
                     "--event-retention=365",
-                    stdout=open("/dev/null", "w"),
+                    stdout=io.StringIO(),
                 )
             _, peak = tracemalloc.get_traced_memory()
         finally:
