@@ -64,13 +64,18 @@ class Bouncer:
 
 def start_bouncer() -> Bouncer:
     """Start PostgreSQL and PgBouncer in front of it; both stop when the process exits."""
+    cluster_port = free_port()
+    cluster = start_cluster(port=cluster_port, settings={"max_connections": "60"})
+    return start_pooler(cluster, cluster_port)
+
+
+def start_pooler(cluster: Cluster, cluster_port: int) -> Bouncer:
+    """Start PgBouncer in front of ``cluster``, which listens on 127.0.0.1:``cluster_port``; it stops when the process exits."""
     binary = shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
     )
     if binary is None:
         raise Unavailable("pgbouncer not found: install Debian's pgbouncer package")
-    cluster_port = free_port()
-    cluster = start_cluster(port=cluster_port, settings={"max_connections": "60"})
     user = _server_user()
     base = tempfile.mkdtemp(prefix="sesame_db_pgbouncer_")
     bouncer = Bouncer(cluster, cluster_port, base, free_port())
@@ -90,6 +95,9 @@ auth_file = {base}/users.txt
 pool_mode = transaction
 max_client_conn = 200
 default_pool_size = {POOL_SIZE}
+; After a failed connection to the server, such as during its restart, try
+; again after 1 s rather than 15.
+server_login_retry = 1
 pidfile = {base}/pgbouncer.pid
 logfile = {base}/pgbouncer.log
 """
