@@ -15,7 +15,12 @@ import pytest
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import connections
-from django.test import RequestFactory, TestCase, override_settings
+from django.test import (
+    RequestFactory,
+    TestCase,
+    TransactionTestCase,
+    override_settings,
+)
 
 from sesame_db import ratelimit
 from sesame_db.utils import get_token, get_user
@@ -51,7 +56,7 @@ def _fire(barrier, results, attempts):
     results.put((checked, limited))
 
 
-class RedisTestCase(CreateUserMixin, TestCase):
+class RedisMixin(CreateUserMixin):
     server: Server
 
     @classmethod
@@ -83,7 +88,14 @@ class RedisTestCase(CreateUserMixin, TestCase):
         return cache._cache.get_client(write=True), cache.make_and_validate_key
 
 
-class SharedCounterTests(RedisTestCase):
+class RedisTestCase(RedisMixin, TestCase):
+    pass
+
+
+class ProcessesTests(RedisMixin, TransactionTestCase):
+    # Not in a transaction: the parent closes its database connections
+    # before forking, so that no child shares them.
+
     def test_no_more_than_the_limit_across_processes(self):
         context = multiprocessing.get_context("fork")
         barrier = context.Barrier(PROCESSES)
@@ -111,6 +123,8 @@ class SharedCounterTests(RedisTestCase):
         self.assertEqual(int(client.get(name)), LIMIT["failures"])
         self.assertTrue(0 < client.pttl(name) <= LIMIT["period"] * 1000)
 
+
+class SharedCounterTests(RedisTestCase):
     def test_window_has_an_expiry_from_the_first_failure(self):
         self.assertIsNone(get_user(self.request(), token="not a token"))
         client, key = self.redis()
