@@ -23,7 +23,8 @@ from django.test import (
 )
 
 from sesame_db import ratelimit
-from sesame_db.utils import get_token, get_user
+from sesame_db.models import TokenEvent
+from sesame_db.utils import get_token, get_user, issue_token
 
 from .mixins import CreateUserMixin
 from .redis import Server, Unavailable, cache_settings, start_server
@@ -210,3 +211,22 @@ class OutageTests(RedisTestCase):
                 "/login/", {"sesame": get_token(self.user)}, REMOTE_ADDR="192.0.2.2"
             )
             self.assertEqual(response.status_code, 302)
+
+    def test_rejections_of_stored_links_are_audited_without_redis(self):
+        token, record = issue_token(self.user)
+        record.revoke()
+        self.server.kill()
+        with self.assertLogs("sesame_db", logging.WARNING):
+            for _ in range(3):
+                response = self.client.get(
+                    "/login/", {"sesame": token}, REMOTE_ADDR="192.0.2.1"
+                )
+                self.assertEqual(response.status_code, 403)
+        # Repeated rejections from one client are still collapsed, by the
+        # counters of the process.
+        self.assertEqual(
+            TokenEvent.objects.filter(
+                token=record, kind="rejected", reason="revoked"
+            ).count(),
+            1,
+        )
