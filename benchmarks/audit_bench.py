@@ -154,19 +154,30 @@ def queries(events: int, now: datetime.datetime) -> list[tuple[str, Any]]:
 
 
 def purge() -> tuple[int, list[tuple[float, float]], int, float]:
-    """Run sesame_db_purge; return the rows deleted, (time, seconds) of each DELETE, the peak of allocations and the total time."""
+    """
+    Run sesame_db_purge on the events; return the rows deleted, the batches, the peak of allocations and the total time.
+
+    Each batch is (seconds of the query of its boundary, seconds of its
+    DELETE); the last one's query finds no boundary, and its DELETE takes
+    what remains.
+
+    """
     from django.core.management import call_command
     from django.db import connection
 
-    deletes: list[tuple[float, float]] = []
+    batches: list[tuple[float, float]] = []
+    boundary = [0.0]
 
     def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         start = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
-            if sql.startswith('DELETE FROM "sesame_db_tokenevent"'):
-                deletes.append((start, time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            if sql.startswith('SELECT "sesame_db_tokenevent"."id"'):
+                boundary[0] = seconds
+            elif sql.startswith('DELETE FROM "sesame_db_tokenevent"'):
+                batches.append((boundary[0], seconds))
 
     output = io.StringIO()
     tracemalloc.start()
@@ -177,7 +188,7 @@ def purge() -> tuple[int, list[tuple[float, float]], int, float]:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     deleted = int(output.getvalue().split(" and ")[1].split()[0])
-    return deleted, deletes, peak, total
+    return deleted, batches, peak, total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,26 +228,32 @@ def main(argv: list[str] | None = None) -> None:
         seconds = best_time(functools.partial(evaluate, queryset))
         print(f"{name:<28} {rows:>5} {seconds * 1000:>8.2f}  {index_of(plan)}")
 
-    deleted, deletes, peak, total = purge()
+    deleted, batches, peak, total = purge()
     print(
         f"\nsesame_db_purge --event-retention=365: {deleted:,} events in {total:.1f} s,"
-        f" {len(deletes)} DELETE statements of up to 1000 rows;"
+        f" {len(batches)} batches of up to 1000 rows;"
         f" peak of Python allocations {peak / 2**20:.1f} MiB"
     )
-    if deletes:
-        tenth = max(1, len(deletes) // 10)
+    full = batches[:-1]
+    if full:
+        tenth = max(1, len(full) // 10)
         parts = {
-            "first tenth": deletes[:tenth],
-            "middle tenth": deletes[len(deletes) // 2 - tenth // 2 :][:tenth],
-            "last tenth": deletes[-tenth:],
+            "first tenth": full[:tenth],
+            "middle tenth": full[len(full) // 2 - tenth // 2 :][:tenth],
+            "last tenth": full[-tenth:],
         }
         for name, part in parts.items():
-            span = part[-1][0] + part[-1][1] - part[0][0]
-            rate = len(part) * 1000 / span if span else 0.0
+            select = sum(s for s, _ in part) / len(part)
+            delete = sum(d for _, d in part) / len(part)
             print(
-                f"  {name:<13} of the batches: {rate:>9,.0f} events/s,"
-                f" {sum(s for _, s in part) / len(part) * 1000:.1f} ms per DELETE"
+                f"  {name:<13} of the full batches: {select * 1000:5.1f} ms to find the"
+                f" boundary, {delete * 1000:5.1f} ms to delete, {1 / (select + delete):,.0f} batches/s"
             )
+    select, delete = batches[-1]
+    print(
+        f"  the last batch: {select * 1000:.1f} ms to find no boundary, reading the"
+        f" index past the cutoff, {delete * 1000:.1f} ms to delete the rest"
+    )
 
 
 if __name__ == "__main__":
