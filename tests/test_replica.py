@@ -130,6 +130,20 @@ class LaggingReplicaTests(SimpleTestCase):
         self.assert_refused_everywhere(stateless)
         self.assert_refused_everywhere(stored)
 
+    def test_changed_password(self):
+        stateless = get_token(self.user)
+        stored, _ = issue_token(self.user)
+        self.lag()
+        user = get_user_model().objects.using(PRIMARY).get(pk=self.user.pk)
+        user.set_password("changed")
+        user.save(using=PRIMARY)
+        self.assertNotEqual(
+            get_user_model().objects.using(REPLICA).get(pk=self.user.pk).password,
+            user.password,
+        )
+        self.assert_refused_everywhere(stateless)
+        self.assert_refused_everywhere(stored)
+
     def test_admin_pages(self):
         token, record = issue_token(self.user)
         self.lag()
