@@ -96,5 +96,5 @@ $(VENV)/.bench-installed: pyproject.toml | $(VENV_PYTHON)
 	@touch $@
 
 $(VENV)/.load-installed: pyproject.toml | $(VENV_PYTHON)
-	$(VENV_PYTHON) -m pip install --quiet --editable . gunicorn uvicorn "psycopg[binary,pool]"
+	$(VENV_PYTHON) -m pip install --quiet --editable . gunicorn uvicorn "psycopg[binary,pool]" redis
 	@touch $@

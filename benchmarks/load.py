@@ -5,7 +5,7 @@ Usage::
 
     python -m benchmarks.load [--quick] [--server gunicorn|uvicorn|both]
         [--duration SECONDS] [--requests N] [--concurrency N] [--workers N]
-        [--links N] [--no-restart] [--seed N] [--json PATH]
+        [--links N] [--no-restart] [--seed N] [--json PATH] [--app-servers 2]
 
 This script starts a throwaway PostgreSQL server with ``pg_stat_statements``
 (:func:`tests.postgres.start_cluster`, on 127.0.0.1), migrates the demo site
@@ -35,8 +35,20 @@ them with their number of violations, writes every figure to
 ``artifacts/load.json``, and exits with status 1 if any invariant is violated.
 Nothing asserts on time.
 
+With ``--app-servers 2``, two servers run side by side, as two machines
+behind a load balancer would: separate masters with their own workers,
+sharing PostgreSQL through PgBouncer in transaction pooling mode
+(tests/pgbouncer.py) and a Redis server (tests/redis.py) that counts
+:data:`SESAME_RATE_LIMIT` failures. The client sends each request to one of
+them in turn, with an ``X-Forwarded-For`` address of its own, which the site
+trusts. Two more invariants are checked: each server refuses the revoked
+links from the second of their revocation on, and a client that sends
+forged links to both servers gets the limit once, not once per process
+(docs/scale.rst).
+
 It needs Django, django-model-utils, psycopg, gunicorn, uvicorn and Debian's
-postgresql package; ``make load`` installs the Python packages. pytest
+postgresql package (and with ``--app-servers 2``, redis and Debian's
+pgbouncer and redis-server packages); ``make load`` installs the Python packages. pytest
 doesn't collect it.
 
 """
@@ -69,7 +81,9 @@ from urllib.parse import urlencode
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
 
+    from tests.pgbouncer import Bouncer
     from tests.postgres import Cluster
+    from tests.redis import Server as RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo"
@@ -120,6 +134,14 @@ USERS = 100
 
 SERVERS = ("gunicorn", "uvicorn")
 
+# With --app-servers 2: SESAME_RATE_LIMIT of the site, and the client that
+# sends forged links to both servers until it's limited.
+RATE_LIMIT = (200, 3600)
+RATE_LIMITED = "rate limited"  # a forged stored link from the limited client
+LIMITED_CLIENT = "192.0.2.77"
+RATE_LIMIT_EXTRA = 100  # requests beyond the limit
+SAME_SECOND = 1.0  # seconds after a revocation, for invariant 6c
+
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -135,6 +157,7 @@ class Options:
     seed: int
     json_path: Path
     quick: bool
+    app_servers: int = 1
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -193,6 +216,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default=ARTIFACTS / "load.json",
         help="where to write the figures (default: artifacts/load.json)",
     )
+    parser.add_argument(
+        "--app-servers",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="1, or 2 servers sharing PostgreSQL through PgBouncer and Redis (default: 1)",
+    )
     args = parser.parse_args(argv)
     for name in ("workers", "concurrency", "requests", "duration", "links"):
         value = getattr(args, name)
@@ -209,6 +239,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         seed=args.seed,
         json_path=args.json,
         quick=args.quick,
+        app_servers=args.app_servers,
     )
 
 
@@ -313,6 +344,36 @@ def setup_django(environment: dict[str, str]) -> None:
             sys.path.insert(0, path)
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
+
+
+@dataclasses.dataclass
+class Shared:
+    """What several app servers share besides PostgreSQL: PgBouncer and Redis."""
+
+    bouncer: Bouncer
+    redis: RedisServer
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "DEMO_PGPORT": str(self.bouncer.port),
+            "DEMO_PGBOUNCER": "1",
+            "DEMO_REDIS_URL": self.redis.url,
+            "DEMO_RATE_LIMIT": "/".join(map(str, RATE_LIMIT)),
+            "DEMO_TRUSTED_PROXIES": "1",
+        }
+
+
+def start_shared(cluster: Cluster, pg_port: int) -> Shared:
+    """Start PgBouncer in front of the cluster, and Redis."""
+    from tests.pgbouncer import start_pooler
+    from tests.postgres import Unavailable
+    from tests.redis import Unavailable as RedisUnavailable
+    from tests.redis import start_server
+
+    try:
+        return Shared(start_pooler(cluster, pg_port), start_server())
+    except (Unavailable, RedisUnavailable) as exc:
+        raise SystemExit(f"Cannot start --app-servers 2: {exc}") from None
 
 
 def close_connections() -> None:
@@ -525,7 +586,9 @@ class Server:
 # The client.
 
 
-async def fetch(port: int, path: str, user_agent: str) -> tuple[int, str | None]:
+async def fetch(
+    port: int, path: str, user_agent: str, forwarded_for: str | None = None
+) -> tuple[int, str | None]:
     """
     Send ``GET path`` to 127.0.0.1:``port`` on a new connection.
 
@@ -535,10 +598,11 @@ async def fetch(port: int, path: str, user_agent: str) -> tuple[int, str | None]
 
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    forwarded = f"X-Forwarded-For: {forwarded_for}\r\n" if forwarded_for else ""
     try:
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"User-Agent: {user_agent}\r\nConnection: close\r\n\r\n".encode()
+            f"User-Agent: {user_agent}\r\n{forwarded}Connection: close\r\n\r\n".encode()
         )
         await writer.drain()
         response = await reader.read()
@@ -565,6 +629,8 @@ class Planned:
     kind: str
     path: str
     record_id: int | None = None
+    # With several app servers, the client address; by default, one per request.
+    client: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -579,6 +645,7 @@ class Result:
     start: float
     end: float
     retry_after: str | None
+    server: int = 0  # which of the app servers answered
 
     @property
     def ok(self) -> bool:
@@ -588,10 +655,18 @@ class Result:
 class Client:
     """Send planned requests to the server, numbering them in their ``User-Agent``."""
 
-    def __init__(self, server: Server, counter: Iterator[int]) -> None:
+    def __init__(
+        self, server: Server, counter: Iterator[int], others: Sequence[Server] = ()
+    ) -> None:
         self.server = server
+        # With --app-servers 2, requests go to each server in turn, each
+        # from a client address of its own.
+        self.servers = [server, *others]
         self.counter = counter
         self.results: list[Result] = []
+
+    def worker_pids(self) -> set[int]:
+        return set().union(*(server.worker_pids() for server in self.servers))
 
     def plan(
         self, kind: str, link: Link, *, token: str = "", report: int = 0
@@ -605,10 +680,20 @@ class Client:
 
     async def send(self, phase: str, planned: Planned) -> Result:
         number = next(self.counter)
+        index = number % len(self.servers)
+        forwarded_for = None
+        if len(self.servers) > 1:
+            forwarded_for = planned.client or client_address(number)
         start = time.monotonic()
         try:
             status, retry_after = await asyncio.wait_for(
-                fetch(self.server.port, planned.path, f"{USER_AGENT}{number}"), TIMEOUT
+                fetch(
+                    self.servers[index].port,
+                    planned.path,
+                    f"{USER_AGENT}{number}",
+                    forwarded_for,
+                ),
+                TIMEOUT,
             )
         except (OSError, ValueError, asyncio.TimeoutError):
             status, retry_after = 0, None
@@ -621,6 +706,7 @@ class Client:
             start,
             time.monotonic(),
             retry_after,
+            index,
         )
         self.results.append(result)
         return result
@@ -651,6 +737,11 @@ class Client:
         """Send ``requests``, ``concurrency`` at a time."""
         iterator = iter(requests)
         return asyncio.run(self.drive(phase, lambda: next(iterator, None), concurrency))
+
+
+def client_address(number: int) -> str:
+    """Return the address of the client of request ``number``: one per request, in 10.0.0.0/8."""
+    return f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}"
 
 
 # Phases.
@@ -882,11 +973,28 @@ def soak(
             ),
         )
         timeline.end = time.monotonic()
-        timeline.workers_after = client.server.worker_pids()
+        timeline.workers_after = client.worker_pids()
         return results, timeline
 
-    workers = client.server.worker_pids()
+    workers = client.worker_pids()
     return asyncio.run(run())
+
+
+def rate_limit(
+    client: Client, links: Links, options: Options, rng: random.Random
+) -> list[Result]:
+    """Send forged stored links from one client to each server in turn, past SESAME_RATE_LIMIT."""
+    planned = []
+    for _ in range(RATE_LIMIT[0] + RATE_LIMIT_EXTRA):
+        link = rng.choice(links.stored[STORED])
+        planned.append(
+            dataclasses.replace(
+                client.plan(RATE_LIMITED, link, token=forge_stored(link.token)),
+                record_id=None,
+                client=LIMITED_CLIENT,
+            )
+        )
+    return client.run("rate limit", planned, options.concurrency)
 
 
 def restart_window(results: Sequence[Result], timeline: Timeline) -> dict[str, Any]:
@@ -1029,6 +1137,8 @@ def check_records(audit: Audit) -> list[Check]:
 def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
     """Invariants 3 and 4: each response matches its audit events; each request got one, not a 500."""
     accepted = rejected_ok = missing = lost = stray = 0
+    refused_links: set[int | None] = set()
+    audited_links: set[int | None] = set()
     ok_count = not_ok_count = forbidden_count = other_count = 0
     for result in results:
         events = audit.events.get(result.number, [])
@@ -1051,12 +1161,21 @@ def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
         if result.status == 403:
             forbidden_count += 1
             record = audit.records.get(result.record_id or 0)
+            # The audit trail keeps the first rejection of a link for a
+            # reason from each client, per window (docs/store.rst): a 403
+            # has at most one rejected event, and every refused link has one.
             rejected_ok += not (
-                len(rejected) == 1
+                len(rejected) <= 1
                 and record is not None
-                and rejected[0][2] == result.record_id
-                and reason_fits(rejected[0][1], result.kind, record)
+                and all(
+                    event[2] == result.record_id
+                    and reason_fits(event[1], result.kind, record)
+                    for event in rejected
+                )
             )
+            refused_links.add(result.record_id)
+            if rejected:
+                audited_links.add(result.record_id)
     errors = sum(1 for result in results if result.status == 500)
     unanswered = sum(1 for result in results if result.status == 0)
     return [
@@ -1077,9 +1196,14 @@ def check_requests(results: Sequence[Result], audit: Audit) -> list[Check]:
             enforced=False,
         ),
         Check(
-            "3c. each 403 for a stored link has one rejected event with a fitting reason",
+            "3c. each 403 for a stored link has at most one rejected event, fitting",
             rejected_ok,
             forbidden_count,
+        ),
+        Check(
+            "3e. each stored link answered 403 has a rejected event for it",
+            len(refused_links - audited_links),
+            len(refused_links),
         ),
         Check("3d. forged and stateless links left no event", stray, other_count),
         Check("4a. no response was 500", errors, len(results)),
@@ -1140,6 +1264,48 @@ def check_recovery(
             "7b. no server worker was replaced during the soak",
             replaced,
             sum(len(t.workers_before) for t in timelines),
+        ),
+    ]
+
+
+def check_app_servers(
+    results: Sequence[Result], timelines: Sequence[Timeline], app_servers: int
+) -> list[Check]:
+    """Invariants 6c and 8, with several app servers: revocations and the rate limit hold across them."""
+    late = 0
+    for timeline in timelines:
+        committed = timeline.revoke_committed
+        if committed is None:
+            continue
+        revoked = set(timeline.revoked_ids)
+        for index in range(app_servers):
+            sent = [
+                r
+                for r in results
+                if r.server == index
+                and r.record_id in revoked
+                and committed < r.start <= committed + SAME_SECOND
+            ]
+            # No request to tell is a violation too: the check must check.
+            late += not sent or any(r.ok for r in sent)
+    limited = [r for r in results if r.kind == RATE_LIMITED]
+    checked = sum(r.status == 403 for r in limited)
+    servers_429 = {r.server for r in limited if r.status == 429}
+    return [
+        Check(
+            "6c. each server refused the revoked links sent in the second after",
+            late,
+            app_servers * sum(t.revoke_committed is not None for t in timelines),
+        ),
+        Check(
+            f"8a. one client's failures across servers stay within the limit ({RATE_LIMIT[0]})",
+            max(0, checked - RATE_LIMIT[0] * len(timelines)),
+            len(limited),
+        ),
+        Check(
+            "8b. every server answered 429 to the client over the limit",
+            app_servers - len(servers_429),
+            app_servers,
         ),
     ]
 
@@ -1224,6 +1390,17 @@ def print_soak(phase: Phase, results: Sequence[Result], window: dict[str, Any]) 
         )
 
 
+def print_servers(results: Sequence[Result], limited: Sequence[Result]) -> None:
+    """Print the statuses of each app server, in the soak and for the client over the rate limit."""
+    for index in sorted({r.server for r in results}):
+        soaked = histogram(r for r in results if r.server == index)
+        over = histogram(r for r in limited if r.server == index)
+        print(
+            f"  server {index + 1}: soak {', '.join(f'{s}: {n}' for s, n in soaked.items())};"
+            f" client over the limit {', '.join(f'{s}: {n}' for s, n in over.items())}"
+        )
+
+
 def print_checks(checks: Sequence[Check]) -> None:
     print("\nInvariants" + " " * 70 + "checked  violations")
     for check in checks:
@@ -1240,6 +1417,11 @@ def environment_line(options: Options, pg: dict[str, str]) -> str:
         f" (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}),"
         f" {os.cpu_count()} CPUs shared by client, server and database;"
         f" {options.workers} workers, {options.concurrency} requests in flight."
+        + (
+            f" {options.app_servers} app servers, through PgBouncer (transaction pooling), with Redis."
+            if options.app_servers > 1
+            else ""
+        )
     )
 
 
@@ -1286,21 +1468,39 @@ def run_server(
     cluster: Cluster,
     pg_port: int,
     counter: Iterator[int],
+    shared: Shared | None = None,
 ) -> tuple[dict[str, Any], list[Result], Timeline, dict[str, Measured]]:
     """Issue links, start the server ``kind``, run every phase on it and stop it."""
     rng = random.Random(options.seed)
     links = make_links(f"load-{kind}", options.links)
-    server = Server(
-        kind,
-        options.workers,
-        site_environment(pg_port, kind),
-        ARTIFACTS / f"load-{kind}.log",
-    )
-    client = Client(server, counter)
-    print(
-        f"\n== {server.version()}: {options.workers} workers, log in {shown(server.log)}"
-    )
+    environment = site_environment(pg_port, kind)
+    if shared is not None:
+        environment.update(shared.environment())
+    servers = [
+        Server(
+            kind,
+            options.workers,
+            environment,
+            ARTIFACTS / (f"load-{kind}-{i + 1}.log" if shared else f"load-{kind}.log"),
+        )
+        for i in range(options.app_servers if shared else 1)
+    ]
+    server = servers[0]
+    client = Client(server, counter, servers[1:])
+    if shared is None:
+        print(
+            f"\n== {server.version()}: {options.workers} workers, log in {shown(server.log)}"
+        )
+    else:
+        print(
+            f"\n== {server.version()}: {len(servers)} servers of {options.workers} workers each,"
+            f" through PgBouncer {shown(Path(shared.bouncer.base))} and Redis on port {shared.redis.port};"
+            f" logs in {', '.join(str(shown(s.log)) for s in servers)}"
+        )
+    for each in servers[1:]:
+        each.start()
     server.start()
+    limited: list[Result] = []
     try:
         prepared, elapsed = timed(
             lambda: prepare(client, links, options.concurrency, rng)
@@ -1319,14 +1519,25 @@ def run_server(
         print_phases("Forged links, alone on the server", dict(forged_phases))
         print_statements({**valid, **forged_phases})
         results, timeline = soak(client, links, options, cluster, rng)
+        if shared is not None:
+            limited, elapsed_limited = timed(
+                lambda: rate_limit(client, links, options, rng)
+            )
+            print_phases(
+                f"One client over the rate limit ({RATE_LIMIT[0]} failures), across servers",
+                {RATE_LIMITED: summarize(limited, elapsed_limited)},
+            )
     finally:
-        server.stop()
+        for each in servers:
+            each.stop()
     soak_phase = summarize(results, timeline.end - timeline.start)
     window = restart_window(results, timeline)
     print(
         f"\nRevoked {timeline.revoked} links at +{(timeline.revoke_committed or timeline.start) - timeline.start:.1f} s of the soak"
     )
     print_soak(soak_phase, results, window)
+    if shared is not None:
+        print_servers(results, limited)
     report = {
         "server": server.version(),
         "prepare": summarize(prepared, elapsed),
@@ -1351,6 +1562,22 @@ def run_server(
             "restart": window,
         },
     }
+    if shared is not None:
+        report["app_servers"] = {
+            "servers": len(servers),
+            "soak_by_server": {
+                str(i + 1): histogram(r for r in results if r.server == i)
+                for i in range(len(servers))
+            },
+            "rate_limit": {
+                "failures": RATE_LIMIT[0],
+                "requests": len(limited),
+                "by_server": {
+                    str(i + 1): histogram(r for r in limited if r.server == i)
+                    for i in range(len(servers))
+                },
+            },
+        }
     return report, client.results, timeline, forged_phases
 
 
@@ -1358,6 +1585,7 @@ def check_all(
     results: Sequence[Result],
     timelines: Sequence[Timeline],
     forged_phases: Sequence[dict[str, Measured]],
+    app_servers: int = 1,
 ) -> list[Check]:
     """Check every invariant against the database and the responses."""
     audit = read_audit()
@@ -1367,6 +1595,11 @@ def check_all(
         check_forged(forged_phases),
         *check_revocations(results, timelines, audit),
         *check_recovery(results, timelines),
+        *(
+            check_app_servers(results, timelines, app_servers)
+            if app_servers > 1
+            else []
+        ),
     ]
 
 
@@ -1375,6 +1608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     cluster, pg_port = start_postgresql()
     pg = server_settings(pg_port)
+    shared = start_shared(cluster, pg_port) if options.app_servers > 1 else None
     try:
         setup_django(site_environment(pg_port))
         print(
@@ -1391,13 +1625,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         forged_phases: list[dict[str, Measured]] = []
         for kind in options.servers:
             report, server_results, timeline, forged_phase = run_server(
-                kind, options, cluster, pg_port, counter
+                kind, options, cluster, pg_port, counter, shared
             )
             reports[kind] = report
             results += server_results
             timelines.append(timeline)
             forged_phases.append(forged_phase)
-        checks = check_all(results, timelines, forged_phases)
+        checks = check_all(results, timelines, forged_phases, options.app_servers)
     finally:
         with contextlib.suppress(OSError):
             shutil.copy(cluster.log, ARTIFACTS / "load-postgresql.log")

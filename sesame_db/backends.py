@@ -22,6 +22,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.core.signals import setting_changed
+from django.db import router
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
@@ -167,10 +168,18 @@ class ModelBackend(SesameBackendMixin, auth_backends.ModelBackend):  # type: ign
     """
 
     def get_token_user(self, user_key: Any) -> AbstractBaseUser | None:
-        """Load an active user by the field named by :data:`SESAME_PRIMARY_KEY_FIELD`."""
+        """
+        Load an active user by the field named by :data:`SESAME_PRIMARY_KEY_FIELD`.
+
+        The user is read from :func:`~django.db.router.db_for_write`, like
+        stored links: a lagging read replica could still show a deactivated
+        user as active, or a password that was changed.
+
+        """
         User = get_user_model()
+        manager = User._default_manager.db_manager(router.db_for_write(User))
         try:
-            user = User._default_manager.get(**{conf.PRIMARY_KEY_FIELD: user_key})
+            user = manager.get(**{conf.PRIMARY_KEY_FIELD: user_key})
         except User.DoesNotExist:
             return None
         return user if self.user_can_authenticate(user) else None
@@ -178,10 +187,9 @@ class ModelBackend(SesameBackendMixin, auth_backends.ModelBackend):  # type: ign
     async def aget_token_user(self, user_key: Any) -> AbstractBaseUser | None:
         """See :meth:`get_token_user`."""
         User = get_user_model()
+        manager = User._default_manager.db_manager(router.db_for_write(User))
         try:
-            user = await User._default_manager.aget(
-                **{conf.PRIMARY_KEY_FIELD: user_key}
-            )
+            user = await manager.aget(**{conf.PRIMARY_KEY_FIELD: user_key})
         except User.DoesNotExist:
             return None
         return user if self.user_can_authenticate(user) else None

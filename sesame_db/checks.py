@@ -180,6 +180,7 @@ def check_middleware(
 # SESAME_TRUSTED_PROXIES above this is a mistake, not a deployment.
 MAX_TRUSTED_PROXIES = 10
 DUMMY_CACHE = "django.core.cache.backends.dummy.DummyCache"
+LOCMEM_CACHE = "django.core.cache.backends.locmem.LocMemCache"
 
 
 def _is_int(value: Any) -> bool:
@@ -275,6 +276,16 @@ def check_store_settings(
                     "concurrent failures can go over the limit, and each one restarts the period.",
                     hint="Set SESAME_RATE_LIMIT_CACHE to a cache with an atomic incr(), shared by every process, such as Redis or Memcached.",
                     id="sesame_db.W006",
+                )
+            )
+        if backend == LOCMEM_CACHE:
+            errors.append(
+                Warning(
+                    f"SESAME_RATE_LIMIT counts failures in the cache {alias!r}, a LocMemCache, which each process keeps "
+                    "for itself: with several processes or servers, a client gets the limit once per process.",
+                    hint="Set SESAME_RATE_LIMIT_CACHE to a cache shared by every process, such as Redis. "
+                    "Silence this warning if the site runs in a single process.",
+                    id="sesame_db.W007",
                 )
             )
     return errors

@@ -12,6 +12,14 @@ Counters use a fixed window: the first failure starts it, and it lasts the
 configured period. Successful attempts don't reset counters, so a client
 can't clear its record with a link of its own.
 
+On Django's :class:`~django.core.cache.backends.redis.RedisCache`, a counter
+is incremented and given its expiry in one Lua script, atomic across every
+process that shares the server. When the cache can't be reached, counters
+live in a cache of the process until it can (:data:`FALLBACK_RETRY`): valid
+links keep working, failures are still limited, per process, and the
+``sesame_db`` logger says so once when the outage starts and once when it
+ends (docs/scale.rst).
+
 """
 
 from __future__ import annotations
@@ -20,14 +28,22 @@ import contextlib
 import datetime
 import hashlib
 import ipaddress
+import logging
 import math
 import sys
+import threading
+import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import BaseCache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 from .clients import client_ip
@@ -35,6 +51,10 @@ from .conf import conf
 from .exceptions import InvalidToken, Reason
 
 __all__ = ["is_rate_limited", "rate_limited_response", "retry_after"]
+
+logger = logging.getLogger("sesame_db")
+
+_T = TypeVar("_T")
 
 # The requests whose token get_user() rejected for going over the limit,
 # for is_rate_limited(); the entry points of sesame_db get the rejection
@@ -127,15 +147,107 @@ def _keys(request: HttpRequest | None, token_id: int | None) -> list[str]:
     return keys
 
 
-def _cache() -> BaseCache:
-    return caches[conf.RATE_LIMIT_CACHE]
+# While the cache of counters can't be reached, counters live here, in the
+# process; the cache is tried again FALLBACK_RETRY seconds after its last
+# failure.
+FALLBACK_RETRY = 1.0
+_fallback = LocMemCache(
+    "sesame_db-ratelimit-fallback", {"OPTIONS": {"MAX_ENTRIES": 10_000}}
+)
+_outages: dict[str, float] = {}
+_outages_lock = threading.Lock()
+
+
+@receiver(setting_changed)
+def _reset_fallback(*, setting: str, **kwargs: Any) -> None:
+    # Another cache, or the same alias for another cache: start afresh.
+    if setting in {"CACHES", "SESAME_RATE_LIMIT_CACHE"}:
+        with _outages_lock:
+            _outages.clear()
+        _fallback.clear()
+
+
+def _unreachable() -> tuple[type[Exception], ...]:
+    # The errors of a cache that can't be reached, as opposed to a bug: a
+    # refused or reset connection (OSError, as Memcached clients raise it),
+    # and redis-py's own exceptions for these.
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+    except ImportError:  # pragma: no cover - redis is an optional extra
+        return (OSError,)
+    return (OSError, ConnectionError, TimeoutError)
+
+
+def _call(operation: Callable[[BaseCache], _T]) -> _T:
+    """Run ``operation`` on the cache of counters, or on the fallback of the process while it can't be reached."""
+    alias = conf.RATE_LIMIT_CACHE
+    since = _outages.get(alias)
+    if since is not None and time.monotonic() - since < FALLBACK_RETRY:
+        return operation(_fallback)
+    try:
+        result = operation(caches[alias])
+    except _unreachable() as exc:
+        with _outages_lock:
+            first = alias not in _outages
+            _outages[alias] = time.monotonic()
+        if first:
+            logger.warning(
+                "Rate limit cache %r unreachable (%s): counting failures "
+                "in each process until it's back",
+                alias,
+                exc,
+            )
+        return operation(_fallback)
+    if since is not None:
+        with _outages_lock:
+            recovered = _outages.pop(alias, None) is not None
+        if recovered:
+            logger.warning(
+                "Rate limit cache %r reachable again: counting failures in it", alias
+            )
+    return result
+
+
+# INCR, and PEXPIRE for the first failure of a window, in one step: Django's
+# RedisCache.incr() checks that the key exists, then increments it, and a
+# key that expires in between comes back without an expiry.
+_REDIS_INCR = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+# DECR, of an existing key only: giving back a count never starts a window.
+_REDIS_DECR = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return redis.call('DECR', KEYS[1])
+end
+return false
+"""
+_scripts: dict[str, Any] = {}
+
+
+def _redis_eval(cache: RedisCache, script: str, key: str, *args: int) -> Any:
+    from redis.commands.core import Script
+
+    key = cache.make_and_validate_key(key)
+    # RedisCache keeps its client in _cache; get_client() is its API to
+    # reach redis-py.
+    client = cache._cache.get_client(key, write=True)
+    runner = _scripts.get(script)
+    if runner is None:
+        runner = _scripts[script] = Script(client, script)
+    return runner(keys=[key], args=args, client=client)
 
 
 def _count(cache: BaseCache, key: str, timeout: float) -> int:
     """Add one to counter ``key``, starting a window of ``timeout`` seconds if it has none, and return the new count."""
+    if isinstance(cache, RedisCache):
+        return int(_redis_eval(cache, _REDIS_INCR, key, max(1, int(timeout * 1000))))
     # add() starts the window; incr() keeps its expiry and is atomic on
-    # Redis, Memcached and the local-memory cache (the W006 check warns
-    # about the others).
+    # Memcached and the local-memory cache (the W006 check warns about the
+    # others).
     for _ in range(3):
         try:
             return int(cache.incr(key))
@@ -149,6 +261,10 @@ def _count(cache: BaseCache, key: str, timeout: float) -> int:
 
 
 def _release(cache: BaseCache, keys: list[str]) -> None:
+    if isinstance(cache, RedisCache):
+        for key in keys:
+            _redis_eval(cache, _REDIS_DECR, key)
+        return
     for key in keys:
         # ValueError: the window ended, there's nothing to give back.
         with contextlib.suppress(ValueError):
@@ -186,10 +302,15 @@ def check(request: HttpRequest | None, token_id: int | None) -> None:
     keys = _keys(request, token_id)
     if not keys:
         return
-    cache = _cache()
-    counts = [_count(cache, key, period) for key in keys]
-    if any(count > failures for count in counts):
-        _release(cache, keys)
+
+    def count(cache: BaseCache) -> bool:
+        counts = [_count(cache, key, period) for key in keys]
+        if any(count > failures for count in counts):
+            _release(cache, keys)
+            return False
+        return True
+
+    if not _call(count):
         raise _reject(token_id)
 
 
@@ -249,7 +370,8 @@ async def apending(
 def release(request: HttpRequest | None, token_id: int | None) -> None:
     """Give back the attempt that :func:`check` counted."""
     if _limits() is not None:
-        _release(_cache(), _keys(request, token_id))
+        keys = _keys(request, token_id)
+        _call(lambda cache: _release(cache, keys))
 
 
 async def arelease(request: HttpRequest | None, token_id: int | None) -> None:
@@ -273,20 +395,26 @@ def _first_rejection(
 ) -> bool:
     if exc.token_id is None or not conf.AUDIT:
         return True  # Nothing is recorded anyway.
-    cache = _cache()
     link, client = _rejection_keys(request, exc, scope)
-    if not cache.add(client, 1, AUDIT_WINDOW):
-        return False
-    return _count(cache, link, AUDIT_WINDOW) <= AUDIT_CLIENTS
+
+    def first(cache: BaseCache) -> bool:
+        if not cache.add(client, 1, AUDIT_WINDOW):
+            return False
+        return _count(cache, link, AUDIT_WINDOW) <= AUDIT_CLIENTS
+
+    return _call(first)
 
 
 def _forget_rejection(
     request: HttpRequest | None, exc: InvalidToken, scope: str
 ) -> None:
-    cache = _cache()
     link, client = _rejection_keys(request, exc, scope)
-    cache.delete(client)
-    _release(cache, [link])
+
+    def forget(cache: BaseCache) -> None:
+        cache.delete(client)
+        _release(cache, [link])
+
+    _call(forget)
 
 
 class auditing:  # lower case, like the context manager functions of this module

@@ -38,3 +38,55 @@ class UsersElsewhereRouter:
 
     def allow_migrate(self, db, app_label, **hints):
         return db == "other" if app_label in self.apps else None
+
+
+class PrimaryReplicaRouter:
+    """
+    Send reads to a replica and writes to the primary (docs/scale.rst).
+
+    sesame_db reads what decides a link's fate where it writes, through
+    db_for_write, whatever this router says; sessions are read from the
+    primary too, so that a login is seen by the next request at once.
+    """
+
+    primary = "default"
+    replica = "replica"
+    read_from_primary = {"sessions"}
+
+    def db_for_read(self, model, **hints):
+        if model._meta.app_label in self.read_from_primary:
+            return self.primary
+        return self.replica
+
+    def db_for_write(self, model, **hints):
+        return self.primary
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, **hints):
+        return db == self.primary
+
+
+class ScalePrimaryReplicaRouter(PrimaryReplicaRouter):
+    """PrimaryReplicaRouter on the throwaway databases of tests/test_replica.py."""
+
+    primary = "scale_primary"
+    replica = "scale_replica"
+
+
+class ScaleBouncerRouter:
+    """Everything through PgBouncer, for tests/test_pgbouncer.py."""
+
+    alias = "scale_bouncer"
+
+    def db_for_read(self, model, **hints):
+        return self.alias
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, **hints):
+        return db == self.alias

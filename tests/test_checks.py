@@ -369,6 +369,10 @@ class TestCheckCommand(IsolateDjangoSesameMixin, SimpleTestCase):
 
 LOCMEM = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 DUMMY = {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}
+REDIS = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": "redis://127.0.0.1:6379",
+}
 
 
 class TestCheckStoreSettings(SimpleTestCase):
@@ -443,7 +447,7 @@ class TestCheckStoreSettings(SimpleTestCase):
         ]:
             with (
                 self.subTest(value=value),
-                override_settings(SESAME_RATE_LIMIT=value),
+                override_settings(SESAME_RATE_LIMIT=value, CACHES={"default": REDIS}),
             ):
                 errors = check_store_settings()
                 self.assertEqual(ids(errors), ["sesame_db.E009"])
@@ -465,7 +469,7 @@ class TestCheckStoreSettings(SimpleTestCase):
         ]:
             with (
                 self.subTest(value=value),
-                override_settings(SESAME_RATE_LIMIT=value),
+                override_settings(SESAME_RATE_LIMIT=value, CACHES={"default": REDIS}),
             ):
                 self.assertEqual(check_store_settings(), [])
 
@@ -518,7 +522,6 @@ class TestCheckStoreSettings(SimpleTestCase):
 
     def test_w006_not_triggered(self):
         for backend in [
-            "django.core.cache.backends.locmem.LocMemCache",
             "django.core.cache.backends.redis.RedisCache",
             "django.core.cache.backends.memcached.PyMemcacheCache",
             "no.such.Cache",
@@ -531,6 +534,23 @@ class TestCheckStoreSettings(SimpleTestCase):
                 ),
             ):
                 self.assertEqual(check_store_settings(), [])
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60}, CACHES={"default": LOCMEM}
+    )
+    def test_w007_local_memory_cache(self):
+        warnings = check_store_settings()
+        self.assertEqual(ids(warnings), ["sesame_db.W007"])
+        self.assertFalse(warnings[0].is_serious())
+        self.assertEqual(
+            warnings[0].msg,
+            "SESAME_RATE_LIMIT counts failures in the cache 'default', a LocMemCache, which each process keeps "
+            "for itself: with several processes or servers, a client gets the limit once per process.",
+        )
+
+    @override_settings(SESAME_RATE_LIMIT=None, CACHES={"default": LOCMEM})
+    def test_w007_not_triggered_without_rate_limit(self):
+        self.assertEqual(check_store_settings(), [])
 
 
 class TestCheckMigrations(TestCase):
@@ -646,3 +666,9 @@ class TestCheckStoreCommand(SimpleTestCase):
     )
     def test_w006(self):
         self.assertIn("sesame_db.W006", run_check_command())
+
+    @override_settings(
+        SESAME_RATE_LIMIT={"failures": 10, "period": 60}, CACHES={"default": LOCMEM}
+    )
+    def test_w007(self):
+        self.assertIn("sesame_db.W007", run_check_command())

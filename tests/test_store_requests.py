@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client, TestCase, TransactionTestCase, override_settings
 
 from sesame_db.models import IssuedToken, TokenEvent
-from sesame_db.utils import get_user, issue_token
+from sesame_db.utils import aget_user, get_token, get_user, issue_token
 
 from .mixins import CreateUserMixin
 
@@ -77,6 +78,28 @@ class RoutingTests(CreateUserMixin, TestCase):
             .count(),
             1,
         )
+
+    def _stale_copy_on_the_read_database(self):
+        # The read database still shows the user active, as a lagging
+        # replica would after a deactivation on the primary.
+        User = get_user_model()
+        User.objects.using("other").create(
+            pk=self.user.pk, username=self.user.username, last_login=None
+        )
+        User.objects.using("default").filter(pk=self.user.pk).update(is_active=False)
+
+    def test_stateless_token_user_is_read_from_the_write_database(self):
+        token = get_token(self.user)
+        self.assertEqual(get_user(token), self.user)
+        self._stale_copy_on_the_read_database()
+        # Read through db_for_read, the stale copy would let the user in.
+        self.assertIsNone(get_user(token))
+
+    async def test_stateless_token_user_is_read_from_the_write_database_async(self):
+        token = await sync_to_async(get_token)(self.user)
+        self.assertEqual(await aget_user(token), self.user)
+        await sync_to_async(self._stale_copy_on_the_read_database)()
+        self.assertIsNone(await aget_user(token))
 
 
 @override_settings(ROOT_URLCONF="tests.store_urls")

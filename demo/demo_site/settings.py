@@ -169,3 +169,23 @@ LOGGING = {
         },
     },
 }
+
+# Several app servers (benchmarks/load.py --app-servers 2), set by DEMO_*
+# variables: PostgreSQL through PgBouncer in transaction pooling mode, rate
+# limit counters in a Redis server that every process shares, and client
+# addresses from X-Forwarded-For, which the load generator sets.
+if os.environ.get("DEMO_PGBOUNCER") == "1":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+if os.environ.get("DEMO_REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["DEMO_REDIS_URL"],
+        }
+    }
+if os.environ.get("DEMO_RATE_LIMIT"):
+    # "failures/seconds", such as "200/3600".
+    _failures, _, _period = os.environ["DEMO_RATE_LIMIT"].partition("/")
+    SESAME_RATE_LIMIT = {"failures": int(_failures), "period": int(_period)}
+if os.environ.get("DEMO_TRUSTED_PROXIES"):
+    SESAME_TRUSTED_PROXIES = int(os.environ["DEMO_TRUSTED_PROXIES"])
