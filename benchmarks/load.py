@@ -1444,7 +1444,7 @@ def to_json(value: object) -> object:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def print_servers(reports: dict[str, Any]) -> None:
+def print_throughputs(reports: dict[str, Any]) -> None:
     """Print the valid links' throughput of each server side by side: stored against stateless."""
     print("\nValid links by server (req/s of the measured phase; stored / stateless)")
     print(f"  {'':<28}{'stateless':>10}{'stored':>8}{'ratio':>8}{'soak':>8}")
@@ -1635,7 +1635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         with contextlib.suppress(OSError):
             shutil.copy(cluster.log, ARTIFACTS / "load-postgresql.log")
-    print_servers(reports)
+    print_throughputs(reports)
     print(f"\nAll requests: {len(results)}; statuses: {histogram(results)}")
     print_checks(checks)
     violations = sum(check.violations for check in checks if check.enforced)

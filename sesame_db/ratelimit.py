@@ -271,6 +271,28 @@ def _release(cache: BaseCache, keys: list[str]) -> None:
             cache.decr(key)
 
 
+def count(key: str, timeout: float) -> int:
+    """
+    Add one to the counter ``key`` of the rate limit's cache and return it; the first count starts a window of ``timeout`` seconds.
+
+    For the counters of other features, such as the login flow's throttle:
+    they share this module's atomic counting and its fallback while the
+    cache can't be reached.
+
+    """
+    return _call(lambda cache: _count(cache, key, timeout))
+
+
+def get_count(key: str) -> int:
+    """Return the counter ``key`` of the rate limit's cache, 0 if it has none."""
+    return int(_call(lambda cache: cache.get(key, 0)))
+
+
+def first_in_window(key: str, timeout: float) -> bool:
+    """Tell whether ``key`` is new in the rate limit's cache, marking it for ``timeout`` seconds."""
+    return bool(_call(lambda cache: cache.add(key, 1, timeout)))
+
+
 def _reject(token_id: int | None) -> InvalidToken:
     if token_id is None:
         return InvalidToken(Reason.RATE_LIMITED, "Rate limited: too many failures")

@@ -70,7 +70,7 @@ class PrintServersTests(TransactionTestCase):
         }
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
-            load.print_servers(reports)
+            load.print_throughputs(reports)
         self.assertIn("uvicorn 0.55.0", output.getvalue())
         self.assertIn("0.75x", output.getvalue())
 

@@ -143,12 +143,10 @@ def _throttle(request: HttpRequest, email: str) -> str | None:
     period = setting["period"]
     if isinstance(period, datetime.timedelta):
         period = period.total_seconds()
-    cache = ratelimit._cache()
     # Both are counted, whatever the outcome, so that the work doesn't
     # depend on the address.
-    address = ratelimit._count(cache, _address_key(email), float(period))
-    client = ratelimit._count(
-        cache,
+    address = ratelimit.count(_address_key(email), float(period))
+    client = ratelimit.count(
         f"sesame_db:login:client:{ratelimit._client(request)}",
         float(period),
     )
@@ -161,7 +159,7 @@ def _throttle(request: HttpRequest, email: str) -> str | None:
 
 def _audit_once(key: str, timeout: float) -> bool:
     # One audit row per key and window, so that floods don't fill the trail.
-    return bool(ratelimit._cache().add(key, 1, timeout))
+    return ratelimit.first_in_window(key, timeout)
 
 
 def link_url(request: HttpRequest, query: dict[str, str]) -> str:
@@ -383,11 +381,10 @@ def check_code(request: HttpRequest, code: str) -> str | None:
     pending = Pending.load(request)
     if nonce is None or not pending.links:
         return None
-    cache = ratelimit._cache()
     live = [
         (pk, exp)
         for pk, exp in pending.links
-        if int(cache.get(_tries_key(pk), 0)) < WRONG_CODES
+        if ratelimit.get_count(_tries_key(pk)) < WRONG_CODES
     ]
     for pk, exp in live:
         if browser.code_matches(code, pk, nonce):
@@ -398,7 +395,7 @@ def check_code(request: HttpRequest, code: str) -> str | None:
             )
             return tokens_store.create_token(pk, SCOPE, expires_at)
     for pk, _ in live:
-        tries = ratelimit._count(cache, _tries_key(pk), float(conf.LOGIN_MAX_AGE))
+        tries = ratelimit.count(_tries_key(pk), float(conf.LOGIN_MAX_AGE))
         logger.debug("Login by email: wrong code for stored token %d", pk)
         store.record_event(
             "rejected",
@@ -420,9 +417,8 @@ def codes_left(request: HttpRequest) -> bool:
     """Tell whether a code can still open one of the links of the browser of ``request``."""
     if browser.get_nonce(request) is None:
         return False
-    cache = ratelimit._cache()
     return any(
-        int(cache.get(_tries_key(pk), 0)) < WRONG_CODES
+        ratelimit.get_count(_tries_key(pk)) < WRONG_CODES
         for pk, _ in Pending.load(request).links
     )
 
