@@ -10,16 +10,28 @@ enumeration, sign-up. Walked against docs/security.rst's threat list.
 from __future__ import annotations
 
 import datetime
+import os
 import re
+import shutil
+import socket
+import subprocess
 import threading
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
-from django.core import mail
+from django.core import mail, signing
+from django.core.exceptions import ImproperlyConfigured
 from django.core.cache import cache
 from django.db import connection
-from django.test import Client, TestCase, TransactionTestCase, override_settings
+from django.test import (
+    Client,
+    TestCase,
+    TransactionTestCase,
+    modify_settings,
+    override_settings,
+)
 from django.urls import reverse
 
 from sesame_db import utils
@@ -198,6 +210,31 @@ class EnumerationTests(LoginTestCase):
         response = self.request_link()
         self.assertEqual(response.status_code, 200)
         self.assertEqual(mail.outbox, [])
+
+    def code_page_answers(self, email, wrong):
+        client = Client()
+        self.request_link(email, client=client)
+        self.assertNotIn(wrong, [self.last_email()[2] for _ in mail.outbox[-1:]])
+        answers = []
+        for _ in range(flow.WRONG_CODES + 1):
+            response = client.post(CODE, {"code": wrong})
+            body = response.content.decode()
+            body = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", body)
+            answers.append((response.status_code, body.replace(wrong, "CODE")))
+        return answers
+
+    def test_code_page_answers_alike(self):
+        # Someone who asks for a link to an address in their own browser,
+        # then types codes: the page mustn't tell whether a link was sent.
+        self.create_user("inactive", email="inactive@example.com", is_active=False)
+        known = self.code_page_answers("john@example.com", "000000")
+        self.assertEqual(len(mail.outbox), 1)
+        unknown = self.code_page_answers("nobody@example.com", "000000")
+        inactive = self.code_page_answers("inactive@example.com", "000000")
+        self.assertIn("This code is wrong", known[0][1])
+        self.assertIn("No code works in this browser now", known[-1][1])
+        self.assertEqual(unknown, known)
+        self.assertEqual(inactive, known)
 
 
 class LinkTests(LoginTestCase):
@@ -626,6 +663,18 @@ class CodeTests(LoginTestCase):
         self.assertIsNone(code)
         self.assertNotIn("code", message.alternatives[0][0].split("<body")[1])
 
+    def test_off_refuses_codes(self):
+        self.request_link()
+        cookie = self.client.cookies[browser.COOKIE_NAME].value
+        nonce = signing.loads(cookie, salt=browser._SALT)
+        code = browser.code(self.record().pk, nonce)
+        with override_settings(SESAME_LOGIN_CODE=False):
+            self.assertEqual(self.client.get(CODE).status_code, 404)
+            response = self.client.post(CODE, {"code": code})
+        self.assertEqual(response.status_code, 404)
+        self.assertNotLoggedIn(self.client)
+        self.assertEqual(self.record().use_count, 0)
+
     @override_settings(SESAME_LOGIN_CODE_LENGTH=8)
     def test_length(self):
         self.request_link()
@@ -633,6 +682,32 @@ class CodeTests(LoginTestCase):
         self.assertEqual(len(code), 8)
         self.client.post(CODE, {"code": code})
         self.assertLoggedIn(self.client)
+
+
+@modify_settings(
+    MIDDLEWARE={
+        "remove": [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ]
+    }
+)
+class WithoutSessionsTests(LoginTestCase):
+    """Without the session middleware, a clear error rather than an AttributeError."""
+
+    def test_request(self):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "Login by email requires django.contrib.sessions"
+        ):
+            self.client.post(REQUEST, {"email": "john@example.com"})
+        self.assertEqual(IssuedToken.objects.count(), 0)
+
+    def test_code(self):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "Login by email requires django.contrib.sessions"
+        ):
+            self.client.post(CODE, {"code": "123456"})
 
 
 @override_settings(SESAME_LOGIN_SIGNUP="tests.test_login.create_account")
@@ -749,4 +824,90 @@ class ConcurrentLinkAndCodeTests(TransactionTestCase):
         self.assertEqual(record.use_count, 1)
         self.assertEqual(
             TokenEvent.objects.filter(token=record, kind="used").count(), 1
+        )
+
+
+@pytest.mark.postgresql
+class ConcurrentWrongCodesTests(TransactionTestCase):
+    """Wrong codes typed at once from many requests of the requesting browser: five are checked, no more."""
+
+    THREADS = 16
+
+    def setUp(self):
+        # A cache on the network, as in production: between reading a count
+        # and adding to it, other requests run.
+        server = shutil.which("redis-server")
+        if server is None:  # pragma: no cover - depends on the machine
+            if os.environ.get("CI"):
+                self.fail("redis-server is missing")
+            self.skipTest("redis-server is missing")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        process = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        self.addCleanup(process.wait)
+        self.addCleanup(process.terminate)
+        location = f"redis://127.0.0.1:{port}/0"
+        settings = override_settings(
+            CACHES={
+                "default": {
+                    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                    "LOCATION": location,
+                }
+            }
+        )
+        settings.enable()
+        self.addCleanup(settings.disable)
+        for _ in range(100):
+            try:
+                cache.get("ping")
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.05)
+        get_user_model().objects.create_user("john", "john@example.com")
+
+    def test_at_most_five_guesses(self):
+        client = Client()
+        client.post(REQUEST, {"email": "john@example.com"})  # Autocommit: sent.
+        code = code_re.findall(str(mail.outbox[-1].body))[0]
+        guesses = [
+            str((int(code) + 1 + index) % 10**6).zfill(6)
+            for index in range(self.THREADS)
+        ]
+        barrier = threading.Barrier(self.THREADS)
+        errors: list[BaseException] = []
+
+        def guess(index):
+            browser_client = Client()
+            browser_client.cookies = client.cookies
+            try:
+                barrier.wait(timeout=30)
+                browser_client.post(CODE, {"code": guesses[index]})
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [
+            threading.Thread(target=guess, args=(index,))
+            for index in range(self.THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(errors, [])
+        record = IssuedToken.objects.get(scope=flow.SCOPE)
+        self.assertEqual(record.status, IssuedToken.Status.REVOKED)
+        # Each guess that was compared with the code is audited: no more
+        # than five, whatever the timing.
+        self.assertEqual(
+            TokenEvent.objects.filter(
+                token=record, kind="rejected", detail="login: wrong code"
+            ).count(),
+            flow.WRONG_CODES,
         )
