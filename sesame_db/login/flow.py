@@ -25,6 +25,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,10 +255,22 @@ def request_link(request: HttpRequest, email: str, next_url: str = "") -> str:
             )
     elif user is not None:
         _issue(request, user, email, nonce, pending)
-    elif conf.LOGIN_SIGNUP:
-        _signup_email(request, email, nonce, pending)
+    else:
+        if conf.LOGIN_SIGNUP:
+            _signup_email(request, email, nonce, pending)
+        _add_decoy(pending)
     pending.save(request)
     return nonce
+
+
+def _add_decoy(pending: Pending) -> None:
+    # A request that issues no link leaves a decoy in the session, which
+    # no code opens, so that the code page counts wrong codes and gives up
+    # after WRONG_CODES as it does for a link: it mustn't tell whether the
+    # address got one. Decoys have negative ids; links have positive ones.
+    expires_at = time.time() + float(conf.LOGIN_MAX_AGE)
+    pending.links.append((-1 - secrets.randbelow(2**62), expires_at))
+    del pending.links[: -max(int(conf.LOGIN_MAX_VALID_LINKS), 1)]
 
 
 def _issue(
@@ -372,25 +386,28 @@ def check_code(request: HttpRequest, code: str) -> str | None:
     """
     Return a token of the link whose code is ``code`` in the browser of ``request``, or :obj:`None`.
 
-    A wrong code counts against each of the browser's links; a link is
-    revoked after :data:`WRONG_CODES` wrong codes, and no code opens it
-    anymore. The token returned is checked like any other, by
+    Each code typed counts against each of the browser's links, before it's
+    compared, so that requests at once can't compare more than
+    :data:`WRONG_CODES` codes per link; a link is revoked after
+    :data:`WRONG_CODES` wrong codes, and no code opens it anymore. The
+    token returned is checked like any other, by
     :func:`~sesame_db.utils.check_user`: it's the same single use as the
     link's.
 
     """
     nonce = browser.get_nonce(request)
     pending = Pending.load(request)
-    if nonce is None or not pending.links:
+    if not conf.LOGIN_CODE or nonce is None or not pending.links:
         return None
     cache = ratelimit._cache()
-    live = [
-        (pk, exp)
-        for pk, exp in pending.links
-        if int(cache.get(_tries_key(pk), 0)) < WRONG_CODES
-    ]
+    tries = {
+        pk: ratelimit._count(cache, _tries_key(pk), float(conf.LOGIN_MAX_AGE))
+        for pk, _ in pending.links
+    }
+    live = [(pk, exp) for pk, exp in pending.links if tries[pk] <= WRONG_CODES]
     for pk, exp in live:
-        if browser.code_matches(code, pk, nonce):
+        # Decoys (negative ids) have no code.
+        if pk > 0 and browser.code_matches(code, pk, nonce):
             expires_at = (
                 None
                 if exp is None
@@ -398,7 +415,6 @@ def check_code(request: HttpRequest, code: str) -> str | None:
             )
             return tokens_store.create_token(pk, SCOPE, expires_at)
     for pk, _ in live:
-        tries = ratelimit._count(cache, _tries_key(pk), float(conf.LOGIN_MAX_AGE))
         logger.debug("Login by email: wrong code for stored token %d", pk)
         store.record_event(
             "rejected",
@@ -406,9 +422,9 @@ def check_code(request: HttpRequest, code: str) -> str | None:
             scope=SCOPE,
             reason=Reason.BAD_SIGNATURE,
             detail="login: wrong code",
-            token_id=pk,
+            token_id=pk if pk > 0 else None,
         )
-        if tries >= WRONG_CODES:
+        if tries[pk] == WRONG_CODES and pk > 0:
             IssuedToken, _ = store.get_models()
             IssuedToken._default_manager.filter(pk=pk).revoke(
                 reason="login: too many wrong codes", request=request
