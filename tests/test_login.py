@@ -911,3 +911,46 @@ class ConcurrentWrongCodesTests(TransactionTestCase):
             ).count(),
             flow.WRONG_CODES,
         )
+
+
+@pytest.mark.postgresql
+@override_settings(SESAME_LOGIN_SIGNUP="tests.test_login.create_account")
+class ConcurrentSignupTests(TransactionTestCase):
+    """A sign-up link confirmed at once by many requests (a double click): one account, no error."""
+
+    THREADS = 8
+
+    def setUp(self):
+        cache.clear()
+        self.addCleanup(cache.clear)
+
+    def test_one_account(self):
+        client = Client()
+        client.post(REQUEST, {"email": "new@example.com"})  # Autocommit: sent.
+        link = link_re.findall(str(mail.outbox[-1].body))[0]
+        link = link.replace("http://testserver", "")
+        barrier = threading.Barrier(self.THREADS)
+        statuses: list[int] = []
+        errors: list[BaseException] = []
+
+        def confirm():
+            browser_client = Client(raise_request_exception=False)
+            browser_client.cookies = client.cookies
+            try:
+                barrier.wait(timeout=30)
+                statuses.append(browser_client.post(link).status_code)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=confirm) for _ in range(self.THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(errors, [])
+        self.assertEqual(
+            get_user_model().objects.filter(email="new@example.com").count(), 1
+        )
+        self.assertEqual(sorted(statuses), [302] + [403] * (self.THREADS - 1))
