@@ -33,7 +33,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
-from django.db import router, transaction
+from django.db import IntegrityError, router, transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -365,10 +365,24 @@ def signup(request: HttpRequest, email: str) -> str | None:
     """
     User = get_user_model()
     email_field = User.get_email_field_name()
-    if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
+    # One sign-up per address at a time, e.g. on a double click: the others
+    # are refused, then the account exists. add() is atomic in the cache.
+    lock = _address_key(email) + ":signup"
+    if not ratelimit._cache().add(lock, 1, float(conf.LOGIN_MAX_AGE)):
         return None
-    create = import_string(str(conf.LOGIN_SIGNUP))
-    user = create(email=email, request=request)
+    try:
+        if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
+            return None
+        create = import_string(str(conf.LOGIN_SIGNUP))
+        try:
+            with transaction.atomic(using=router.db_for_write(User)):
+                user = create(email=email, request=request)
+        except IntegrityError:
+            # A unique constraint refused a second account.
+            logger.info("Login by email: sign-up refused by the database")
+            return None
+    finally:
+        ratelimit._cache().delete(lock)
     token, _ = store.issue(
         user, SCOPE, max_age=conf.LOGIN_MAX_AGE, max_uses=1, label="login: sign-up"
     )
