@@ -164,6 +164,27 @@ class RequestTests(LoginTestCase):
         self.assertEqual(response.status_code, 200)
         self.assertTemplateUsed(response, "sesame_db/login/sent.html")
 
+    def test_no_email_server_is_explained_in_the_log(self):
+        # A new project sends with SMTP on localhost:25; here, a port where
+        # nothing listens.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with (
+            override_settings(
+                EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+                EMAIL_HOST="127.0.0.1",
+                EMAIL_PORT=port,
+            ),
+            self.assertLogs("sesame_db", "ERROR") as logs,
+        ):
+            response = self.request_link()
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("the email couldn't be sent", logs.output[0])
+        self.assertIn("EMAIL_BACKEND", logs.output[0])
+        self.assertNotIn("sesame=", "\n".join(logs.output))
+        self.assertEqual(self.events(detail="login: email sent"), [])
+
     def test_invalid_address(self):
         response = self.client.post(REQUEST, {"email": "not an address"})
         self.assertEqual(response.status_code, 200)
