@@ -158,7 +158,7 @@ class RequestTests(LoginTestCase):
     def test_failed_sending_answers_the_same(self):
         with (
             override_settings(SESAME_LOGIN_SEND_EMAIL="tests.test_login.no_such"),
-            self.assertLogs("django.test", "ERROR"),
+            self.assertLogs("sesame_db", "ERROR"),
         ):
             response = self.request_link()
         self.assertEqual(response.status_code, 200)

@@ -200,7 +200,16 @@ def _deliver(
     user: AbstractBaseUser | None,
 ) -> None:
     subject, text, html = emails.render(context, request)
-    emails.send(to=to, subject=subject, text=text, html=html)
+    try:
+        emails.send(to=to, subject=subject, text=text, html=html)
+    except Exception:
+        # Any error of the email backend or of the project's function: the
+        # answer stays the same, and the log says where to look.
+        logger.exception(
+            "Login by email: the email couldn't be sent; check EMAIL_BACKEND, "
+            "or SESAME_LOGIN_SEND_EMAIL"
+        )
+        return
     store.record_event(
         "issued",
         request=request,
