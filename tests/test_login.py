@@ -185,6 +185,28 @@ class RequestTests(LoginTestCase):
         self.assertNotIn("sesame=", "\n".join(logs.output))
         self.assertEqual(self.events(detail="login: email sent"), [])
 
+    def test_lookalike_address_gets_no_link(self):
+        # CVE-2019-19844 in Django's password reset: "ı".upper() == "I", so
+        # a case-insensitive lookup may match jim@gmail.com for an address
+        # that someone else owns. The link goes to the stored address only,
+        # and only for the same address up to case.
+        jim = self.create_user("jim", email="jim@gmail.com")
+        self.assertTrue(
+            get_user_model()
+            .objects.filter(email__iexact="jim@gmaıl.com")
+            .exists()
+            or connection.vendor != "postgresql"
+        )
+        for typed in ["jim@gmaıl.com", "JIM@GMAıL.COM"]:
+            with self.subTest(typed=typed):
+                response = self.request_link(typed, client=Client())
+                self.assertEqual(response.status_code, 200)
+        self.assertEqual([m.to for m in mail.outbox], [])
+        self.assertFalse(IssuedToken.objects.filter(user=jim).exists())
+        # The same address in other case gets the link, sent where stored.
+        self.request_link("JIM@gmail.COM", client=Client())
+        self.assertEqual([m.to for m in mail.outbox], [["jim@gmail.com"]])
+
     def test_invalid_address(self):
         response = self.client.post(REQUEST, {"email": "not an address"})
         self.assertEqual(response.status_code, 200)
