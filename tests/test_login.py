@@ -144,7 +144,8 @@ class RequestTests(LoginTestCase):
 
     def test_address_ignores_case(self):
         self.request_link("John@EXAMPLE.com")
-        self.assertEqual(mail.outbox[0].to, ["John@EXAMPLE.com"])
+        # Sent to the stored address, as Django's password reset does.
+        self.assertEqual(mail.outbox[0].to, ["john@example.com"])
         self.assertEqual(self.record().user, self.user)
 
     def test_email_is_sent_after_commit(self):
@@ -192,9 +193,7 @@ class RequestTests(LoginTestCase):
         # and only for the same address up to case.
         jim = self.create_user("jim", email="jim@gmail.com")
         self.assertTrue(
-            get_user_model()
-            .objects.filter(email__iexact="jim@gmaıl.com")
-            .exists()
+            get_user_model().objects.filter(email__iexact="jim@gmaıl.com").exists()
             or connection.vendor != "postgresql"
         )
         for typed in ["jim@gmaıl.com", "JIM@GMAıL.COM"]:

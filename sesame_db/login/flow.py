@@ -27,6 +27,7 @@ import hashlib
 import logging
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,13 @@ def find_user(email: str) -> AbstractBaseUser | None:
     """
     User = get_user_model()
     email_field = User.get_email_field_name()
-    users = list(User._default_manager.filter(**{f"{email_field}__iexact": email})[:2])
+    users = [
+        user
+        for user in User._default_manager.filter(**{f"{email_field}__iexact": email})
+        # The database's case-insensitive match is looser than Unicode's:
+        # PostgreSQL's UPPER() makes "gmaıl" "GMAIL" (CVE-2019-19844).
+        if _same_address(getattr(user, email_field) or "", email)
+    ]
     if len(users) != 1:
         if users:
             logger.warning(
@@ -129,6 +136,19 @@ def find_user(email: str) -> AbstractBaseUser | None:
     if not getattr(user, "is_active", True):
         return None
     return user
+
+
+def _same_address(stored: str, typed: str) -> bool:
+    # As django.contrib.auth.forms._unicode_ci_compare().
+    return (
+        unicodedata.normalize("NFKC", stored).casefold()
+        == unicodedata.normalize("NFKC", typed).casefold()
+    )
+
+
+def _user_email(user: AbstractBaseUser) -> str:
+    """Return the stored email address of ``user``: the one that login emails go to, never the one typed."""
+    return str(getattr(user, get_user_model().get_email_field_name()))
 
 
 def _address_key(email: str) -> str:
@@ -306,7 +326,9 @@ def _issue(
             query["browser"] = browser.tag(record.pk, nonce)
         if pending.next:
             query["next"] = pending.next
-        context = _context(request, email)
+        # To the stored address, which the typed one matched up to case.
+        to = _user_email(user)
+        context = _context(request, to)
         context.update(
             link=link_url(request, query),
             code=browser.code(record.pk, nonce) if conf.LOGIN_CODE else "",
@@ -315,7 +337,7 @@ def _issue(
         pk = record.pk
 
         def deliver_login_email() -> None:
-            _deliver(request, context, email, pk, user)
+            _deliver(request, context, to, pk, user)
 
         # Robust: a failure to send is logged, and the answer stays the same.
         transaction.on_commit(deliver_login_email, using=db, robust=True)
