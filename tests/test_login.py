@@ -518,6 +518,19 @@ class ThrottleTests(LoginTestCase):
         self.request_link("jane@example.com")
         self.assertEqual(len(mail.outbox), 4)
 
+    def test_per_address_whatever_the_spelling(self):
+        # Spellings that reach the same account share a count: case, and
+        # the characters that Unicode folds, such as the long s "ſ", which
+        # PostgreSQL's UPPER() makes "S".
+        self.create_user("sam", email="sam@site.com")
+        for typed in ["sam@site.com", "SAM@SITE.COM", "sam@ſite.com", "sam@ſitE.com"]:
+            self.request_link(typed, client=Client())
+        self.assertLessEqual(len(mail.outbox), 3)
+        self.assertEqual(
+            self.events(kind="rejected"),
+            [("rejected", Reason.RATE_LIMITED, "login: request throttled per address")],
+        )
+
     @override_settings(SESAME_LOGIN_THROTTLE={"address": 3, "client": 5, "period": 60})
     def test_per_client(self):
         for number in range(5):
