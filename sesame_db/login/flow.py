@@ -153,7 +153,9 @@ def _user_email(user: AbstractBaseUser) -> str:
 
 def _address_key(email: str) -> str:
     # Addresses stay out of cache keys: a digest has safe characters.
-    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    # Every spelling that may reach one account counts as one address.
+    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
+    digest = hashlib.sha256(folded.encode()).hexdigest()[:32]
     return f"sesame_db:login:address:{digest}"
 
 
