@@ -21,6 +21,7 @@ import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.core import mail, signing
 from django.core.cache import cache
@@ -634,9 +635,17 @@ class CodeTests(LoginTestCase):
         record = self.record()
         self.assertEqual(record.use_count, 1)
         self.assertEqual(self.events(record, kind="used"), [("used", "", "")])
-        # The link is the same single use.
-        self.client.logout()
-        self.assertEqual(self.client.post(link).status_code, 403)
+        # The link is the same single use: refused as used, in the browser
+        # that asked (the test client's logout() would drop the binding's
+        # cookie, and the link would be refused for that).
+        self.client.cookies.pop(settings.SESSION_COOKIE_NAME)
+        response = self.client.post(link)
+        self.assertEqual(response.status_code, 403)
+        self.assertTemplateUsed(response, "sesame_db/login/failed.html")
+        self.assertEqual(
+            self.events(record, kind="rejected"),
+            [("rejected", Reason.USED_UP, "")],
+        )
 
     def test_session_key_rotates(self):
         self.request_link()
@@ -650,7 +659,10 @@ class CodeTests(LoginTestCase):
         self.request_link()
         _, link, code = self.last_email()
         self.client.post(link)
-        self.client.logout()
+        self.assertLoggedIn(self.client)
+        # In the same browser: the test client's logout() would drop the
+        # binding's cookie, and the code would be refused for that.
+        del self.client.cookies[settings.SESSION_COOKIE_NAME]
         response = self.client.post(CODE, {"code": code})
         self.assertNotLoggedIn(self.client)
         self.assertIn(response.status_code, (200, 403))
@@ -784,11 +796,23 @@ class SignupTests(LoginTestCase):
         user = get_user_model().objects.get(email="new@example.com")
         self.assertLoggedIn(self.client, user)
         self.assertEqual(IssuedToken.objects.get(user=user).use_count, 1)
-        # Replay.
-        self.client.logout()
+        # Replay, in the same browser (the test client's logout() would drop
+        # the binding's cookie, and the link would be refused for that).
         self.assertEqual(self.client.post(link).status_code, 403)
         self.assertEqual(
             get_user_model().objects.filter(email="new@example.com").count(), 1
+        )
+
+    def test_signup_link_works_once_even_if_the_account_is_not_seen(self):
+        # As with a read replica that lags: the account isn't there yet.
+        self.request_link("new@example.com")
+        _, link, _ = self.last_email()
+        self.assertEqual(self.client.post(link).status_code, 302)
+        get_user_model().objects.filter(email="new@example.com").delete()
+        # Not logout(): the test client's drops every cookie, the binding's too.
+        self.assertEqual(self.client.post(link).status_code, 403)
+        self.assertFalse(
+            get_user_model().objects.filter(email="new@example.com").exists()
         )
 
     def test_signup_in_another_browser(self):
@@ -916,7 +940,7 @@ class ConcurrentWrongCodesTests(TransactionTestCase):
         self.addCleanup(process.wait)
         self.addCleanup(process.terminate)
         location = f"redis://127.0.0.1:{port}/0"
-        settings = override_settings(
+        redis_cache = override_settings(
             CACHES={
                 "default": {
                     "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -924,8 +948,8 @@ class ConcurrentWrongCodesTests(TransactionTestCase):
                 }
             }
         )
-        settings.enable()
-        self.addCleanup(settings.disable)
+        redis_cache.enable()
+        self.addCleanup(redis_cache.disable)
         for _ in range(100):
             try:
                 cache.get("ping")

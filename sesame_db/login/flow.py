@@ -398,24 +398,33 @@ def signup(request: HttpRequest, email: str) -> str | None:
     """
     User = get_user_model()
     email_field = User.get_email_field_name()
-    # One sign-up per address at a time, e.g. on a double click: the others
-    # are refused, then the account exists. add() is atomic in the cache.
+    db = router.db_for_write(User)
+    # One sign-up per address, e.g. on a double click: add() is atomic in
+    # the cache. Once the account is created, the lock stays as long as the
+    # sign-up link lives, so a read replica that lags can't let the link
+    # create another account.
+    cache = ratelimit._cache()
     lock = _address_key(email) + ":signup"
-    if not ratelimit._cache().add(lock, 1, float(conf.LOGIN_MAX_AGE)):
+    if not cache.add(lock, 1, float(conf.LOGIN_MAX_AGE)):
         return None
+    created = False
     try:
-        if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
+        # The primary database: an account just created must be seen.
+        users = User._default_manager.using(db)
+        if users.filter(**{f"{email_field}__iexact": email}).exists():
             return None
         create = import_string(str(conf.LOGIN_SIGNUP))
         try:
-            with transaction.atomic(using=router.db_for_write(User)):
+            with transaction.atomic(using=db):
                 user = create(email=email, request=request)
         except IntegrityError:
             # A unique constraint refused a second account.
             logger.info("Login by email: sign-up refused by the database")
             return None
+        created = True
     finally:
-        ratelimit._cache().delete(lock)
+        if not created:
+            cache.delete(lock)
     token, _ = store.issue(
         user, SCOPE, max_age=conf.LOGIN_MAX_AGE, max_uses=1, label="login: sign-up"
     )
