@@ -71,7 +71,9 @@ class LoginTestCase(CreateUserMixin, TestCase):
 
     def request_link(self, email="john@example.com", client=None, **data):
         client = client or self.client
-        headers = {k: data.pop(k) for k in list(data) if k.startswith("HTTP_")}
+        headers = {
+            k: data.pop(k) for k in list(data) if k.startswith("HTTP_") or k == "secure"
+        }
         with self.captureOnCommitCallbacks(execute=True):
             response = client.post(REQUEST, {"email": email, **data}, **headers)
         return response
@@ -143,6 +145,17 @@ class RequestTests(LoginTestCase):
         self.assertTrue(cookie["httponly"])
         self.assertEqual(cookie["samesite"], "Lax")
         self.assertEqual(cookie["max-age"], 600)
+
+    def test_cookie_is_secure_like_the_session_cookie(self):
+        # Behind a proxy that terminates TLS without SECURE_PROXY_SSL_HEADER,
+        # requests look like HTTP; SESSION_COOKIE_SECURE says the site isn't.
+        response = self.request_link()
+        self.assertFalse(response.cookies[browser.COOKIE_NAME]["secure"])
+        with override_settings(SESSION_COOKIE_SECURE=True):
+            response = self.request_link(client=Client())
+        self.assertTrue(response.cookies[browser.COOKIE_NAME]["secure"])
+        response = self.request_link(client=Client(), secure=True)
+        self.assertTrue(response.cookies[browser.COOKIE_NAME]["secure"])
 
     def test_address_ignores_case(self):
         self.request_link("John@EXAMPLE.com")
