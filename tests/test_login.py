@@ -461,6 +461,17 @@ class LinkTests(LoginTestCase):
         )
         self.assertIn("https://www.example.com/auth/login/code/", mail.outbox[0].body)
 
+    @override_settings(ALLOWED_HOSTS=["*"])
+    def test_host_header_without_base_url(self):
+        # What docs/login.rst warns about: with ALLOWED_HOSTS = ["*"], the
+        # Host header of the request, which the requester chooses, makes
+        # the link of someone else's email; SESAME_LOGIN_BASE_URL fixes it.
+        self.request_link(HTTP_HOST="evil.example")
+        self.assertIn("http://evil.example/auth/login/?sesame=", mail.outbox[0].body)
+        with override_settings(SESAME_LOGIN_BASE_URL="https://www.example.com"):
+            self.request_link(HTTP_HOST="evil.example")
+        self.assertNotIn("evil.example", mail.outbox[1].body)
+
     @override_settings(SESAME_LOGIN_SEND_EMAIL="tests.test_login.send_to_hook")
     def test_send_email_hook(self):
         sent_to_hook.clear()
