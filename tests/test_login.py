@@ -292,6 +292,10 @@ class EnumerationTests(LoginTestCase):
         self.assertIn("No code works in this browser now", known[-1][1])
         self.assertEqual(unknown, known)
         self.assertEqual(inactive, known)
+        # Audited alike, five wrong codes each; the decoys' with no link.
+        wrong_codes = TokenEvent.objects.filter(detail="login: wrong code")
+        self.assertEqual(wrong_codes.filter(token__isnull=False).count(), 5)
+        self.assertEqual(wrong_codes.filter(token__isnull=True).count(), 10)
 
 
 class LinkTests(LoginTestCase):

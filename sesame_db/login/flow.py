@@ -14,7 +14,8 @@ their ``detail``, which starts with ``"login: "``:
   event with detail ``"login: email sent"`` when the email was handed over;
 - a throttled request: ``rejected``, reason ``rate_limited``, no link;
 - a link opened in another browser: ``rejected`` with no reason;
-- a wrong code: ``rejected``, reason ``bad_signature``;
+- a wrong code: ``rejected``, reason ``bad_signature``, with no link when
+  the browser's request issued none (a decoy);
 - earlier links, or a link after too many wrong codes: ``revoked``;
 - the use of a link, by link or code: ``used``, as any link's.
 
