@@ -293,6 +293,11 @@ def first_in_window(key: str, timeout: float) -> bool:
     return bool(_call(lambda cache: cache.add(key, 1, timeout)))
 
 
+def forget(key: str) -> None:
+    """Delete ``key`` from the rate limit's cache."""
+    _call(lambda cache: cache.delete(key))
+
+
 def _reject(token_id: int | None) -> InvalidToken:
     if token_id is None:
         return InvalidToken(Reason.RATE_LIMITED, "Rate limited: too many failures")

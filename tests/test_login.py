@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import datetime
 import re
+import socket
 import threading
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
-from django.core import mail
+from django.core import mail, signing
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
-from django.test import Client, TestCase, TransactionTestCase, override_settings
+from django.test import (
+    Client,
+    TestCase,
+    TransactionTestCase,
+    modify_settings,
+    override_settings,
+)
 from django.urls import reverse
 
 from sesame_db import utils
@@ -28,6 +37,7 @@ from sesame_db.login import browser, flow
 from sesame_db.models import IssuedToken, TokenEvent
 
 from .mixins import CreateUserMixin
+from .redis import Unavailable, cache_settings, start_server
 
 REQUEST = "/auth/login/request/"
 LOGIN = "/auth/login/"
@@ -57,7 +67,9 @@ class LoginTestCase(CreateUserMixin, TestCase):
 
     def request_link(self, email="john@example.com", client=None, **data):
         client = client or self.client
-        headers = {k: data.pop(k) for k in list(data) if k.startswith("HTTP_")}
+        headers = {
+            k: data.pop(k) for k in list(data) if k.startswith("HTTP_") or k == "secure"
+        }
         with self.captureOnCommitCallbacks(execute=True):
             response = client.post(REQUEST, {"email": email, **data}, **headers)
         return response
@@ -130,9 +142,21 @@ class RequestTests(LoginTestCase):
         self.assertEqual(cookie["samesite"], "Lax")
         self.assertEqual(cookie["max-age"], 600)
 
+    def test_cookie_is_secure_like_the_session_cookie(self):
+        # Behind a proxy that terminates TLS without SECURE_PROXY_SSL_HEADER,
+        # requests look like HTTP; SESSION_COOKIE_SECURE says the site isn't.
+        response = self.request_link()
+        self.assertFalse(response.cookies[browser.COOKIE_NAME]["secure"])
+        with override_settings(SESSION_COOKIE_SECURE=True):
+            response = self.request_link(client=Client())
+        self.assertTrue(response.cookies[browser.COOKIE_NAME]["secure"])
+        response = self.request_link(client=Client(), secure=True)
+        self.assertTrue(response.cookies[browser.COOKIE_NAME]["secure"])
+
     def test_address_ignores_case(self):
         self.request_link("John@EXAMPLE.com")
-        self.assertEqual(mail.outbox[0].to, ["John@EXAMPLE.com"])
+        # Sent to the stored address, as Django's password reset does.
+        self.assertEqual(mail.outbox[0].to, ["john@example.com"])
         self.assertEqual(self.record().user, self.user)
 
     def test_email_is_sent_after_commit(self):
@@ -146,11 +170,52 @@ class RequestTests(LoginTestCase):
     def test_failed_sending_answers_the_same(self):
         with (
             override_settings(SESAME_LOGIN_SEND_EMAIL="tests.test_login.no_such"),
-            self.assertLogs("django.test", "ERROR"),
+            self.assertLogs("sesame_db", "ERROR"),
         ):
             response = self.request_link()
         self.assertEqual(response.status_code, 200)
         self.assertTemplateUsed(response, "sesame_db/login/sent.html")
+
+    def test_no_email_server_is_explained_in_the_log(self):
+        # A new project sends with SMTP on localhost:25; here, a port where
+        # nothing listens.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with (
+            override_settings(
+                EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+                EMAIL_HOST="127.0.0.1",
+                EMAIL_PORT=port,
+            ),
+            self.assertLogs("sesame_db", "ERROR") as logs,
+        ):
+            response = self.request_link()
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("the email couldn't be sent", logs.output[0])
+        self.assertIn("EMAIL_BACKEND", logs.output[0])
+        self.assertNotIn("sesame=", "\n".join(logs.output))
+        self.assertEqual(self.events(detail="login: email sent"), [])
+
+    def test_lookalike_address_gets_no_link(self):
+        # CVE-2019-19844 in Django's password reset: "ı".upper() == "I", so
+        # a case-insensitive lookup may match jim@gmail.com for an address
+        # that someone else owns. The link goes to the stored address only,
+        # and only for the same address up to case.
+        jim = self.create_user("jim", email="jim@gmail.com")
+        self.assertTrue(
+            get_user_model().objects.filter(email__iexact="jim@gmaıl.com").exists()
+            or connection.vendor != "postgresql"
+        )
+        for typed in ["jim@gmaıl.com", "JIM@GMAıL.COM"]:
+            with self.subTest(typed=typed):
+                response = self.request_link(typed, client=Client())
+                self.assertEqual(response.status_code, 200)
+        self.assertEqual([m.to for m in mail.outbox], [])
+        self.assertFalse(IssuedToken.objects.filter(user=jim).exists())
+        # The same address in other case gets the link, sent where stored.
+        self.request_link("JIM@gmail.COM", client=Client())
+        self.assertEqual([m.to for m in mail.outbox], [["jim@gmail.com"]])
 
     def test_invalid_address(self):
         response = self.client.post(REQUEST, {"email": "not an address"})
@@ -198,6 +263,35 @@ class EnumerationTests(LoginTestCase):
         response = self.request_link()
         self.assertEqual(response.status_code, 200)
         self.assertEqual(mail.outbox, [])
+
+    def code_page_answers(self, email, wrong):
+        client = Client()
+        self.request_link(email, client=client)
+        self.assertNotIn(wrong, [self.last_email()[2] for _ in mail.outbox[-1:]])
+        answers = []
+        for _ in range(flow.WRONG_CODES + 1):
+            response = client.post(CODE, {"code": wrong})
+            body = response.content.decode()
+            body = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", body)
+            answers.append((response.status_code, body.replace(wrong, "CODE")))
+        return answers
+
+    def test_code_page_answers_alike(self):
+        # Someone who asks for a link to an address in their own browser,
+        # then types codes: the page mustn't tell whether a link was sent.
+        self.create_user("inactive", email="inactive@example.com", is_active=False)
+        known = self.code_page_answers("john@example.com", "000000")
+        self.assertEqual(len(mail.outbox), 1)
+        unknown = self.code_page_answers("nobody@example.com", "000000")
+        inactive = self.code_page_answers("inactive@example.com", "000000")
+        self.assertIn("This code is wrong", known[0][1])
+        self.assertIn("No code works in this browser now", known[-1][1])
+        self.assertEqual(unknown, known)
+        self.assertEqual(inactive, known)
+        # Audited alike, five wrong codes each; the decoys' with no link.
+        wrong_codes = TokenEvent.objects.filter(detail="login: wrong code")
+        self.assertEqual(wrong_codes.filter(token__isnull=False).count(), 5)
+        self.assertEqual(wrong_codes.filter(token__isnull=True).count(), 10)
 
 
 class LinkTests(LoginTestCase):
@@ -367,6 +461,17 @@ class LinkTests(LoginTestCase):
         )
         self.assertIn("https://www.example.com/auth/login/code/", mail.outbox[0].body)
 
+    @override_settings(ALLOWED_HOSTS=["*"])
+    def test_host_header_without_base_url(self):
+        # What docs/login.rst warns about: with ALLOWED_HOSTS = ["*"], the
+        # Host header of the request, which the requester chooses, makes
+        # the link of someone else's email; SESAME_LOGIN_BASE_URL fixes it.
+        self.request_link(HTTP_HOST="evil.example")
+        self.assertIn("http://evil.example/auth/login/?sesame=", mail.outbox[0].body)
+        with override_settings(SESAME_LOGIN_BASE_URL="https://www.example.com"):
+            self.request_link(HTTP_HOST="evil.example")
+        self.assertNotIn("evil.example", mail.outbox[1].body)
+
     @override_settings(SESAME_LOGIN_SEND_EMAIL="tests.test_login.send_to_hook")
     def test_send_email_hook(self):
         sent_to_hook.clear()
@@ -439,6 +544,19 @@ class ThrottleTests(LoginTestCase):
         self.request_link("jane@example.com")
         self.assertEqual(len(mail.outbox), 4)
 
+    def test_per_address_whatever_the_spelling(self):
+        # Spellings that reach the same account share a count: case, and
+        # the characters that Unicode folds, such as the long s "ſ", which
+        # PostgreSQL's UPPER() makes "S".
+        self.create_user("sam", email="sam@site.com")
+        for typed in ["sam@site.com", "SAM@SITE.COM", "sam@ſite.com", "sam@ſitE.com"]:
+            self.request_link(typed, client=Client())
+        self.assertLessEqual(len(mail.outbox), 3)
+        self.assertEqual(
+            self.events(kind="rejected"),
+            [("rejected", Reason.RATE_LIMITED, "login: request throttled per address")],
+        )
+
     @override_settings(SESAME_LOGIN_THROTTLE={"address": 3, "client": 5, "period": 60})
     def test_per_client(self):
         for number in range(5):
@@ -488,7 +606,7 @@ class BrowserBindingTests(LoginTestCase):
         # Audited once per client and window, with its own detail.
         self.assertEqual(
             self.events(record, kind="rejected"),
-            [("rejected", "", "login: opened in another browser")],
+            [("rejected", "other_browser", "login: opened in another browser")],
         )
         self.assertEqual(TokenEvent.objects.get(kind="rejected").user_id, self.user.pk)
         response = self.client.post(link)
@@ -541,9 +659,17 @@ class CodeTests(LoginTestCase):
         record = self.record()
         self.assertEqual(record.use_count, 1)
         self.assertEqual(self.events(record, kind="used"), [("used", "", "")])
-        # The link is the same single use.
-        self.client.logout()
-        self.assertEqual(self.client.post(link).status_code, 403)
+        # The link is the same single use: refused as used, in the browser
+        # that asked (the test client's logout() would drop the binding's
+        # cookie, and the link would be refused for that).
+        self.client.cookies.pop(settings.SESSION_COOKIE_NAME)
+        response = self.client.post(link)
+        self.assertEqual(response.status_code, 403)
+        self.assertTemplateUsed(response, "sesame_db/login/failed.html")
+        self.assertEqual(
+            self.events(record, kind="rejected"),
+            [("rejected", Reason.USED_UP, "")],
+        )
 
     def test_session_key_rotates(self):
         self.request_link()
@@ -557,7 +683,10 @@ class CodeTests(LoginTestCase):
         self.request_link()
         _, link, code = self.last_email()
         self.client.post(link)
-        self.client.logout()
+        self.assertLoggedIn(self.client)
+        # In the same browser: the test client's logout() would drop the
+        # binding's cookie, and the code would be refused for that.
+        del self.client.cookies[settings.SESSION_COOKIE_NAME]
         response = self.client.post(CODE, {"code": code})
         self.assertNotLoggedIn(self.client)
         self.assertIn(response.status_code, (200, 403))
@@ -626,6 +755,18 @@ class CodeTests(LoginTestCase):
         self.assertIsNone(code)
         self.assertNotIn("code", message.alternatives[0][0].split("<body")[1])
 
+    def test_off_refuses_codes(self):
+        self.request_link()
+        cookie = self.client.cookies[browser.COOKIE_NAME].value
+        nonce = signing.loads(cookie, salt=browser._SALT)
+        code = browser.code(self.record().pk, nonce)
+        with override_settings(SESAME_LOGIN_CODE=False):
+            self.assertEqual(self.client.get(CODE).status_code, 404)
+            response = self.client.post(CODE, {"code": code})
+        self.assertEqual(response.status_code, 404)
+        self.assertNotLoggedIn(self.client)
+        self.assertEqual(self.record().use_count, 0)
+
     @override_settings(SESAME_LOGIN_CODE_LENGTH=8)
     def test_length(self):
         self.request_link()
@@ -633,6 +774,32 @@ class CodeTests(LoginTestCase):
         self.assertEqual(len(code), 8)
         self.client.post(CODE, {"code": code})
         self.assertLoggedIn(self.client)
+
+
+@modify_settings(
+    MIDDLEWARE={
+        "remove": [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ]
+    }
+)
+class WithoutSessionsTests(LoginTestCase):
+    """Without the session middleware, a clear error rather than an AttributeError."""
+
+    def test_request(self):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "Login by email requires django.contrib.sessions"
+        ):
+            self.client.post(REQUEST, {"email": "john@example.com"})
+        self.assertEqual(IssuedToken.objects.count(), 0)
+
+    def test_code(self):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "Login by email requires django.contrib.sessions"
+        ):
+            self.client.post(CODE, {"code": "123456"})
 
 
 @override_settings(SESAME_LOGIN_SIGNUP="tests.test_login.create_account")
@@ -653,11 +820,23 @@ class SignupTests(LoginTestCase):
         user = get_user_model().objects.get(email="new@example.com")
         self.assertLoggedIn(self.client, user)
         self.assertEqual(IssuedToken.objects.get(user=user).use_count, 1)
-        # Replay.
-        self.client.logout()
+        # Replay, in the same browser (the test client's logout() would drop
+        # the binding's cookie, and the link would be refused for that).
         self.assertEqual(self.client.post(link).status_code, 403)
         self.assertEqual(
             get_user_model().objects.filter(email="new@example.com").count(), 1
+        )
+
+    def test_signup_link_works_once_even_if_the_account_is_not_seen(self):
+        # As with a read replica that lags: the account isn't there yet.
+        self.request_link("new@example.com")
+        _, link, _ = self.last_email()
+        self.assertEqual(self.client.post(link).status_code, 302)
+        get_user_model().objects.filter(email="new@example.com").delete()
+        # Not logout(): the test client's drops every cookie, the binding's too.
+        self.assertEqual(self.client.post(link).status_code, 403)
+        self.assertFalse(
+            get_user_model().objects.filter(email="new@example.com").exists()
         )
 
     def test_signup_in_another_browser(self):
@@ -750,3 +929,108 @@ class ConcurrentLinkAndCodeTests(TransactionTestCase):
         self.assertEqual(
             TokenEvent.objects.filter(token=record, kind="used").count(), 1
         )
+
+
+@pytest.mark.postgresql
+class ConcurrentWrongCodesTests(TransactionTestCase):
+    """Wrong codes typed at once from many requests of the requesting browser: five are checked, no more."""
+
+    THREADS = 16
+
+    def setUp(self):
+        # A cache on the network, as in production: between reading a count
+        # and adding to it, other requests run.
+        try:
+            server = start_server()
+        except Unavailable as exc:  # pragma: no cover - depends on the machine
+            self.skipTest(str(exc))
+        self.addCleanup(server.destroy)
+        redis_cache = override_settings(CACHES={"default": cache_settings(server)})
+        redis_cache.enable()
+        self.addCleanup(redis_cache.disable)
+        get_user_model().objects.create_user("john", "john@example.com")
+
+    def test_at_most_five_guesses(self):
+        client = Client()
+        client.post(REQUEST, {"email": "john@example.com"})  # Autocommit: sent.
+        code = code_re.findall(str(mail.outbox[-1].body))[0]
+        guesses = [
+            str((int(code) + 1 + index) % 10**6).zfill(6)
+            for index in range(self.THREADS)
+        ]
+        barrier = threading.Barrier(self.THREADS)
+        errors: list[BaseException] = []
+
+        def guess(index):
+            browser_client = Client()
+            browser_client.cookies = client.cookies
+            try:
+                barrier.wait(timeout=30)
+                browser_client.post(CODE, {"code": guesses[index]})
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [
+            threading.Thread(target=guess, args=(index,))
+            for index in range(self.THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(errors, [])
+        record = IssuedToken.objects.get(scope=flow.SCOPE)
+        self.assertEqual(record.status, IssuedToken.Status.REVOKED)
+        # Each guess that was compared with the code is audited: no more
+        # than five, whatever the timing.
+        self.assertEqual(
+            TokenEvent.objects.filter(
+                token=record, kind="rejected", detail="login: wrong code"
+            ).count(),
+            flow.WRONG_CODES,
+        )
+
+
+@pytest.mark.postgresql
+@override_settings(SESAME_LOGIN_SIGNUP="tests.test_login.create_account")
+class ConcurrentSignupTests(TransactionTestCase):
+    """A sign-up link confirmed at once by many requests (a double click): one account, no error."""
+
+    THREADS = 8
+
+    def setUp(self):
+        cache.clear()
+        self.addCleanup(cache.clear)
+
+    def test_one_account(self):
+        client = Client()
+        client.post(REQUEST, {"email": "new@example.com"})  # Autocommit: sent.
+        link = link_re.findall(str(mail.outbox[-1].body))[0]
+        link = link.replace("http://testserver", "")
+        barrier = threading.Barrier(self.THREADS)
+        statuses: list[int] = []
+        errors: list[BaseException] = []
+
+        def confirm():
+            browser_client = Client(raise_request_exception=False)
+            browser_client.cookies = client.cookies
+            try:
+                barrier.wait(timeout=30)
+                statuses.append(browser_client.post(link).status_code)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=confirm) for _ in range(self.THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(errors, [])
+        self.assertEqual(
+            get_user_model().objects.filter(email="new@example.com").count(), 1
+        )
+        self.assertEqual(sorted(statuses), [302] + [403] * (self.THREADS - 1))

@@ -16,6 +16,7 @@ import datetime
 import hmac
 import secrets
 
+from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.crypto import salted_hmac
@@ -57,14 +58,15 @@ def get_nonce(request: HttpRequest) -> str | None:
 
 
 def set_cookie(response: HttpResponseBase, request: HttpRequest, nonce: str) -> None:
-    """Set the cookie with ``nonce``: signed, HttpOnly, SameSite=Lax, as long as a link lives."""
+    """Set the cookie with ``nonce``: signed, HttpOnly, SameSite=Lax, Secure over HTTPS or with :setting:`SESSION_COOKIE_SECURE`, as long as a link lives."""
     # Lax rather than Strict: the browser must send it when the link is
     # opened from a mail client, a top-level GET from another site.
     response.set_cookie(
         COOKIE_NAME,
         signing.dumps(nonce, salt=_SALT),
         max_age=int(conf.LOGIN_MAX_AGE),
-        secure=request.is_secure(),
+        # Like the session cookie, whatever the proxy tells of the scheme.
+        secure=request.is_secure() or settings.SESSION_COOKIE_SECURE,
         httponly=True,
         samesite="Lax",
     )

@@ -14,7 +14,8 @@ their ``detail``, which starts with ``"login: "``:
   event with detail ``"login: email sent"`` when the email was handed over;
 - a throttled request: ``rejected``, reason ``rate_limited``, no link;
 - a link opened in another browser: ``rejected`` with no reason;
-- a wrong code: ``rejected``, reason ``bad_signature``;
+- a wrong code: ``rejected``, reason ``bad_signature``, with no link when
+  the browser's request issued none (a decoy);
 - earlier links, or a link after too many wrong codes: ``revoked``;
 - the use of a link, by link or code: ``used``, as any link's.
 
@@ -25,13 +26,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import secrets
+import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
-from django.db import router, transaction
+from django.db import IntegrityError, router, transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -116,7 +120,13 @@ def find_user(email: str) -> AbstractBaseUser | None:
     """
     User = get_user_model()
     email_field = User.get_email_field_name()
-    users = list(User._default_manager.filter(**{f"{email_field}__iexact": email})[:2])
+    users = [
+        user
+        for user in User._default_manager.filter(**{f"{email_field}__iexact": email})
+        # The database's case-insensitive match is looser than Unicode's:
+        # PostgreSQL's UPPER() makes "gmaıl" "GMAIL" (CVE-2019-19844).
+        if _same_address(getattr(user, email_field) or "", email)
+    ]
     if len(users) != 1:
         if users:
             logger.warning(
@@ -129,9 +139,24 @@ def find_user(email: str) -> AbstractBaseUser | None:
     return user
 
 
+def _same_address(stored: str, typed: str) -> bool:
+    # As django.contrib.auth.forms._unicode_ci_compare().
+    return (
+        unicodedata.normalize("NFKC", stored).casefold()
+        == unicodedata.normalize("NFKC", typed).casefold()
+    )
+
+
+def _user_email(user: AbstractBaseUser) -> str:
+    """Return the stored email address of ``user``: the one that login emails go to, never the one typed."""
+    return str(getattr(user, get_user_model().get_email_field_name()))
+
+
 def _address_key(email: str) -> str:
     # Addresses stay out of cache keys: a digest has safe characters.
-    digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    # Every spelling that may reach one account counts as one address.
+    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
+    digest = hashlib.sha256(folded.encode()).hexdigest()[:32]
     return f"sesame_db:login:address:{digest}"
 
 
@@ -196,7 +221,16 @@ def _deliver(
     user: AbstractBaseUser | None,
 ) -> None:
     subject, text, html = emails.render(context, request)
-    emails.send(to=to, subject=subject, text=text, html=html)
+    try:
+        emails.send(to=to, subject=subject, text=text, html=html)
+    except Exception:
+        # Any error of the email backend or of the project's function: the
+        # answer stays the same, and the log says where to look.
+        logger.exception(
+            "Login by email: the email couldn't be sent; check EMAIL_BACKEND, "
+            "or SESAME_LOGIN_SEND_EMAIL"
+        )
+        return
     store.record_event(
         "issued",
         request=request,
@@ -251,10 +285,22 @@ def request_link(request: HttpRequest, email: str, next_url: str = "") -> str:
             )
     elif user is not None:
         _issue(request, user, email, nonce, pending)
-    elif conf.LOGIN_SIGNUP:
-        _signup_email(request, email, nonce, pending)
+    else:
+        if conf.LOGIN_SIGNUP:
+            _signup_email(request, email, nonce, pending)
+        _add_decoy(pending)
     pending.save(request)
     return nonce
+
+
+def _add_decoy(pending: Pending) -> None:
+    # A request that issues no link leaves a decoy in the session, which
+    # no code opens, so that the code page counts wrong codes and gives up
+    # after WRONG_CODES as it does for a link: it mustn't tell whether the
+    # address got one. Decoys have negative ids; links have positive ones.
+    expires_at = time.time() + float(conf.LOGIN_MAX_AGE)
+    pending.links.append((-1 - secrets.randbelow(2**62), expires_at))
+    del pending.links[: -max(int(conf.LOGIN_MAX_VALID_LINKS), 1)]
 
 
 def _issue(
@@ -281,7 +327,9 @@ def _issue(
             query["browser"] = browser.tag(record.pk, nonce)
         if pending.next:
             query["next"] = pending.next
-        context = _context(request, email)
+        # To the stored address, which the typed one matched up to case.
+        to = _user_email(user)
+        context = _context(request, to)
         context.update(
             link=link_url(request, query),
             code=browser.code(record.pk, nonce) if conf.LOGIN_CODE else "",
@@ -290,7 +338,7 @@ def _issue(
         pk = record.pk
 
         def deliver_login_email() -> None:
-            _deliver(request, context, email, pk, user)
+            _deliver(request, context, to, pk, user)
 
         # Robust: a failure to send is logged, and the answer stays the same.
         transaction.on_commit(deliver_login_email, using=db, robust=True)
@@ -349,10 +397,32 @@ def signup(request: HttpRequest, email: str) -> str | None:
     """
     User = get_user_model()
     email_field = User.get_email_field_name()
-    if User._default_manager.filter(**{f"{email_field}__iexact": email}).exists():
+    db = router.db_for_write(User)
+    # One sign-up per address, e.g. on a double click: add() is atomic in
+    # the cache. Once the account is created, the lock stays as long as the
+    # sign-up link lives, so a read replica that lags can't let the link
+    # create another account.
+    lock = _address_key(email) + ":signup"
+    if not ratelimit.first_in_window(lock, float(conf.LOGIN_MAX_AGE)):
         return None
-    create = import_string(str(conf.LOGIN_SIGNUP))
-    user = create(email=email, request=request)
+    created = False
+    try:
+        # The primary database: an account just created must be seen.
+        users = User._default_manager.using(db)
+        if users.filter(**{f"{email_field}__iexact": email}).exists():
+            return None
+        create = import_string(str(conf.LOGIN_SIGNUP))
+        try:
+            with transaction.atomic(using=db):
+                user = create(email=email, request=request)
+        except IntegrityError:
+            # A unique constraint refused a second account.
+            logger.info("Login by email: sign-up refused by the database")
+            return None
+        created = True
+    finally:
+        if not created:
+            ratelimit.forget(lock)
     token, _ = store.issue(
         user, SCOPE, max_age=conf.LOGIN_MAX_AGE, max_uses=1, label="login: sign-up"
     )
@@ -370,24 +440,27 @@ def check_code(request: HttpRequest, code: str) -> str | None:
     """
     Return a token of the link whose code is ``code`` in the browser of ``request``, or :obj:`None`.
 
-    A wrong code counts against each of the browser's links; a link is
-    revoked after :data:`WRONG_CODES` wrong codes, and no code opens it
-    anymore. The token returned is checked like any other, by
+    Each code typed counts against each of the browser's links, before it's
+    compared, so that requests at once can't compare more than
+    :data:`WRONG_CODES` codes per link; a link is revoked after
+    :data:`WRONG_CODES` wrong codes, and no code opens it anymore. The
+    token returned is checked like any other, by
     :func:`~sesame_db.utils.check_user`: it's the same single use as the
     link's.
 
     """
     nonce = browser.get_nonce(request)
     pending = Pending.load(request)
-    if nonce is None or not pending.links:
+    if not conf.LOGIN_CODE or nonce is None or not pending.links:
         return None
-    live = [
-        (pk, exp)
-        for pk, exp in pending.links
-        if ratelimit.get_count(_tries_key(pk)) < WRONG_CODES
-    ]
+    tries = {
+        pk: ratelimit.count(_tries_key(pk), float(conf.LOGIN_MAX_AGE))
+        for pk, _ in pending.links
+    }
+    live = [(pk, exp) for pk, exp in pending.links if tries[pk] <= WRONG_CODES]
     for pk, exp in live:
-        if browser.code_matches(code, pk, nonce):
+        # Decoys (negative ids) have no code.
+        if pk > 0 and browser.code_matches(code, pk, nonce):
             expires_at = (
                 None
                 if exp is None
@@ -395,7 +468,6 @@ def check_code(request: HttpRequest, code: str) -> str | None:
             )
             return tokens_store.create_token(pk, SCOPE, expires_at)
     for pk, _ in live:
-        tries = ratelimit.count(_tries_key(pk), float(conf.LOGIN_MAX_AGE))
         logger.debug("Login by email: wrong code for stored token %d", pk)
         store.record_event(
             "rejected",
@@ -403,9 +475,9 @@ def check_code(request: HttpRequest, code: str) -> str | None:
             scope=SCOPE,
             reason=Reason.BAD_SIGNATURE,
             detail="login: wrong code",
-            token_id=pk,
+            token_id=pk if pk > 0 else None,
         )
-        if tries >= WRONG_CODES:
+        if tries[pk] == WRONG_CODES and pk > 0:
             IssuedToken, _ = store.get_models()
             IssuedToken._default_manager.filter(pk=pk).revoke(
                 reason="login: too many wrong codes", request=request
@@ -434,6 +506,7 @@ def opened_elsewhere(request: HttpRequest, pk: int) -> None:
             "rejected",
             request=request,
             scope=SCOPE,
+            reason=Reason.OTHER_BROWSER,
             detail="login: opened in another browser",
             token_id=pk,
         )

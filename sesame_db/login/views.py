@@ -9,7 +9,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.core.exceptions import ImproperlyConfigured
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
@@ -52,6 +54,14 @@ def _never_cache(response: HttpResponseBase) -> HttpResponseBase:
     return response
 
 
+def _require_sessions(request: HttpRequest) -> None:
+    if not hasattr(request, "session"):
+        raise ImproperlyConfigured(
+            "Login by email requires django.contrib.sessions: add "
+            "django.contrib.sessions.middleware.SessionMiddleware to MIDDLEWARE."
+        )
+
+
 def _failed(request: HttpRequest) -> HttpResponse:
     response = render(request, "sesame_db/login/failed.html", status=403)
     _never_cache(response)
@@ -74,6 +84,12 @@ class LoginRequestView(FormView):  # type: ignore[type-arg]
     form_class = LoginRequestForm
     template_name = "sesame_db/login/request.html"
     sent_template_name = "sesame_db/login/sent.html"
+
+    def dispatch(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        _require_sessions(request)
+        return super().dispatch(request, *args, **kwargs)
 
     def get_initial(self) -> dict[str, Any]:
         return {"next": flow.safe_next(self.request, self.request.GET.get("next", ""))}
@@ -220,6 +236,15 @@ class LoginCodeView(FormView):  # type: ignore[type-arg]
         # Use the token outside of ATOMIC_REQUESTS, as LoginView does.
         view._non_atomic_requests = ALL_ALIASES  # type: ignore[attr-defined]
         return view
+
+    def dispatch(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        if not conf.LOGIN_CODE:
+            # No email carries a code: no code may be guessed here.
+            raise Http404
+        _require_sessions(request)
+        return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
