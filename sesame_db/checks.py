@@ -353,7 +353,7 @@ def check_migrations(
     return warnings
 
 
-# Login by email (sesame_db.urls): sesame_db.E030 to E036.
+# Login by email (sesame_db.urls): sesame_db.E030 to E036 and W008.
 
 MIN_CODE_LENGTH = 6
 MAX_CODE_LENGTH = 12
@@ -472,4 +472,24 @@ def check_login_settings(
                     id="sesame_db.E036",
                 )
             )
+    if base_url is None and "*" in settings.ALLOWED_HOSTS and _login_urls_included():
+        errors.append(
+            Warning(
+                'ALLOWED_HOSTS accepts any host ("*") and SESAME_LOGIN_BASE_URL is None: '
+                "login emails link to the host that the request names, which "
+                "whoever asks for someone's link chooses.",
+                hint='Set SESAME_LOGIN_BASE_URL, e.g. "https://www.example.com", or list your hosts in ALLOWED_HOSTS.',
+                id="sesame_db.W008",
+            )
+        )
     return errors
+
+
+def _login_urls_included() -> bool:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        reverse("sesame_db:login-request")
+    except NoReverseMatch:
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""The system checks of the SESAME_LOGIN_* settings: sesame_db.E030 to E036."""
+"""The system checks of the SESAME_LOGIN_* settings: sesame_db.E030 to E036 and W008."""
 
 from __future__ import annotations
 
@@ -98,6 +98,15 @@ class LoginChecksTests(SimpleTestCase):
             with self.subTest(value=value):
                 self.assertErrors(["sesame_db.E036"], SESAME_LOGIN_BASE_URL=value)
         self.assertErrors([], SESAME_LOGIN_BASE_URL="https://example.com/app")
+
+    def test_w008_any_host_without_base_url(self):
+        self.assertErrors(["sesame_db.W008"], ALLOWED_HOSTS=["*"])
+        self.assertErrors(
+            [], ALLOWED_HOSTS=["*"], SESAME_LOGIN_BASE_URL="https://example.com"
+        )
+        self.assertErrors([], ALLOWED_HOSTS=["www.example.com"])
+        # Without the login URLs, no link is built from the Host header.
+        self.assertErrors([], ALLOWED_HOSTS=["*"], ROOT_URLCONF="tests.cbv_urls")
 
     @override_settings(SESAME_LOGIN_CODE_LENGTH=4)
     def test_registered(self):
