@@ -298,10 +298,12 @@ class TokenEvent(models.Model):
     reason = models.CharField(
         _("reason"), max_length=32, choices=Reason.choices, blank=True
     )
+    # No index of their own: the composite indexes below start with them.
     token = models.ForeignKey(
         IssuedToken,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,
         null=True,
         blank=True,
         related_name="events",
@@ -311,6 +313,7 @@ class TokenEvent(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,
         null=True,
         blank=True,
         related_name="+",

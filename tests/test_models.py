@@ -6,7 +6,7 @@ from typing import Any
 
 import time_machine
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.test import RequestFactory, TestCase
 from django.utils import timezone
@@ -326,3 +326,24 @@ class StatusRuleTests(CreateUserMixin, TestCase):
             ),
             {old_revoked.pk, old_expired.pk, old_used_up.pk},
         )
+
+
+class EventIndexTests(TestCase):
+    """The event table's indexes: each lookup of the audit has one, and no index repeats the start of another."""
+
+    def test_no_index_is_the_prefix_of_another(self):
+        table = TokenEvent._meta.db_table
+        with connection.cursor() as cursor:
+            constraints = connection.introspection.get_constraints(cursor, table)
+        indexes = [
+            tuple(info["columns"])
+            for info in constraints.values()
+            if info["index"] and not info["primary_key"]
+        ]
+        self.assertIn(("token_id", "created_at"), indexes)
+        self.assertIn(("user_id", "created_at"), indexes)
+        for index in indexes:
+            for other in indexes:
+                if other != index:
+                    with self.subTest(index=index, other=other):
+                        self.assertNotEqual(other[: len(index)], index)
