@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
@@ -73,3 +75,19 @@ class MigrateTests(TransactionTestCase):
                     ),
                     "BigAutoField",
                 )
+
+
+class PendingMigrationsCheckTests(TransactionTestCase):
+    """sesame_db.W004: reported by check --database, not by the migrate that applies them."""
+
+    def test_w004_in_check_not_in_migrate(self):
+        self.addCleanup(call_command, "migrate", "sesame_db", verbosity=0)
+        call_command("migrate", "sesame_db", "0001", verbosity=0)
+        out, err = io.StringIO(), io.StringIO()
+        call_command("check", "--database", "default", stdout=out, stderr=err)
+        self.assertIn("sesame_db.W004", out.getvalue() + err.getvalue())
+        out, err = io.StringIO(), io.StringIO()
+        # call_command() skips the checks unless told otherwise.
+        call_command("migrate", "sesame_db", skip_checks=False, stdout=out, stderr=err)
+        self.assertNotIn("sesame_db.W004", out.getvalue() + err.getvalue())
+        self.assertIn("Applying sesame_db.0002", out.getvalue())

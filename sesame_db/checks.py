@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import numbers
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -305,6 +306,20 @@ def _has_atomic_incr(path: str) -> bool:
     )
 
 
+def _in_migrate() -> bool:
+    # migrate runs the database checks before it migrates: a warning about
+    # the migrations that it's about to apply would only be noise. Django
+    # passes nothing that tells who runs the checks, hence the call stack.
+    from django.core.management.commands.migrate import Command as Migrate
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), Migrate):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 def check_migrations(
     app_configs: Sequence[AppConfig] | None = None,
     databases: Sequence[str] | None = None,
@@ -314,10 +329,11 @@ def check_migrations(
     Check that the migrations of the database store are applied.
 
     Like Django's database checks, it runs only when ``databases`` is given:
-    ``manage.py check --database default``, ``migrate`` and the test runner.
+    ``manage.py check --database default`` and the test runner; not in
+    ``migrate``, which applies them.
 
     """
-    if not databases:
+    if not databases or _in_migrate():
         return []
     if app_configs is not None and not any(
         app_config.name == "sesame_db" for app_config in app_configs
