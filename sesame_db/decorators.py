@@ -211,7 +211,7 @@ def decorate(
             return
         _set_request_user(request, user if user is not None else AnonymousUser())
         if required and user is None:
-            raise PermissionDenied
+            raise PermissionDenied from None
 
     def bind(request: HttpRequest, response: Any) -> Any:
         link = getattr(request, "sesame_link", None)

@@ -73,7 +73,9 @@ def rejected_response(exc: InvalidToken) -> HttpResponseBase:
     """
     if is_rate_limited(exc):
         return rate_limited_response()
-    raise PermissionDenied
+    # Without the InvalidToken being handled: Django logs a 403 with its
+    # traceback, and a refused token is no error of the site.
+    raise PermissionDenied from None
 
 
 def close_code(exc: InvalidToken | DatabaseUnavailable | None) -> int:

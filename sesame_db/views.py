@@ -116,7 +116,7 @@ class LoginView(RedirectURLMixin, View):
 
     def login_failed(self) -> HttpResponseBase:
         """Raise :exc:`~django.core.exceptions.PermissionDenied`; override to answer otherwise."""
-        raise PermissionDenied
+        raise PermissionDenied from None
 
     def login_rate_limited(self) -> HttpResponseBase:
         """Answer 429 Too Many Requests when the client is over :data:`SESAME_RATE_LIMIT`; override to answer otherwise."""

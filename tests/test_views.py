@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 import time_machine
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection
 from django.test import (
     Client,
@@ -461,3 +461,21 @@ class TestTokenAuthenticationMixinAtomicRequests(CreateUserMixin, TransactionTes
         )
         record.refresh_from_db()
         self.assertEqual(record.use_count, 1)
+
+
+class RefusalLogTests(TestCase):
+    """A refused token is logged as Django logs any 403, without the token's rejection chained to it."""
+
+    def test_403_log_has_no_chained_rejection(self):
+        for path in ["/login/", "/decorated/", "/adecorated/", "/report/1/"]:
+            with self.subTest(path=path):
+                with self.assertLogs("django.request", "WARNING") as logs:
+                    response = self.client.get(path, {"sesame": "not a token"})
+                self.assertEqual(response.status_code, 403)
+                [record] = logs.records
+                assert record.exc_info is not None
+                exc = record.exc_info[1]
+                assert isinstance(exc, PermissionDenied)
+                # What the traceback prints: no "During handling of the
+                # above exception" with the InvalidToken.
+                self.assertTrue(exc.__suppress_context__ or exc.__context__ is None)
