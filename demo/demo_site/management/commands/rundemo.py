@@ -75,7 +75,7 @@ class Command(BaseCommand):
             f"    {base}{reverse('login')}{get_query_string(demo, store=False)}\n"
         )
         self.stdout.write(
-            f"Or request a link by email at {base}{reverse('sesame_db:login-request')} (emails print here).\n"
+            f"Or request a link by email at {base}{reverse('sesame_db:login-request')} for demo@example.com (emails print here).\n"
         )
         if not no_serve:
             call_command("runserver", addrport, use_reloader=False)
