@@ -330,14 +330,14 @@ def check(request: HttpRequest | None, token_id: int | None) -> None:
     if not keys:
         return
 
-    def count(cache: BaseCache) -> bool:
+    def count_all(cache: BaseCache) -> bool:
         counts = [_count(cache, key, period) for key in keys]
         if any(count > failures for count in counts):
             _release(cache, keys)
             return False
         return True
 
-    if not _call(count):
+    if not _call(count_all):
         raise _reject(token_id)
 
 
@@ -437,11 +437,11 @@ def _forget_rejection(
 ) -> None:
     link, client = _rejection_keys(request, exc, scope)
 
-    def forget(cache: BaseCache) -> None:
+    def forget_both(cache: BaseCache) -> None:
         cache.delete(client)
         _release(cache, [link])
 
-    _call(forget)
+    _call(forget_both)
 
 
 class auditing:  # lower case, like the context manager functions of this module
