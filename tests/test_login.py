@@ -15,6 +15,7 @@ import socket
 import threading
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import django
 import pytest
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
@@ -182,18 +183,26 @@ class RequestTests(LoginTestCase):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        with (
-            override_settings(
-                EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-                EMAIL_HOST="127.0.0.1",
-                EMAIL_PORT=port,
-            ),
-            self.assertLogs("sesame_db", "ERROR") as logs,
-        ):
+        smtp = "django.core.mail.backends.smtp.EmailBackend"
+        if django.VERSION >= (6, 1):
+            email_settings = override_settings(
+                MAILERS={
+                    "default": {
+                        "BACKEND": smtp,
+                        "OPTIONS": {"host": "127.0.0.1", "port": port},
+                    }
+                }
+            )
+        else:
+            email_settings = override_settings(
+                EMAIL_BACKEND=smtp, EMAIL_HOST="127.0.0.1", EMAIL_PORT=port
+            )
+        with email_settings, self.assertLogs("sesame_db", "ERROR") as logs:
             response = self.request_link()
         self.assertEqual(response.status_code, 200)
         self.assertIn("the email couldn't be sent", logs.output[0])
-        self.assertIn("EMAIL_BACKEND", logs.output[0])
+        self.assertIn("MAILERS", logs.output[0])
+        self.assertIn("ConnectionRefusedError", logs.output[0])
         self.assertNotIn("sesame=", "\n".join(logs.output))
         self.assertEqual(self.events(detail="login: email sent"), [])
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get(
@@ -107,7 +109,12 @@ STATIC_URL = "static/"
 LOGIN_URL = "sesame_db:login-request"
 LOGIN_REDIRECT_URL = "home"
 
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Emails go to the console, readable (demo_site/mail.py). Django 6.1 replaces
+# EMAIL_BACKEND with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "demo_site.mail.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "demo_site.mail.EmailBackend"
 DEFAULT_FROM_EMAIL = "demo@localhost"
 
 # Links expire after one hour.

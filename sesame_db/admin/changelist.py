@@ -108,10 +108,12 @@ def estimated_count(queryset: Any) -> int | None:
         return None
     # The planner's own formula: tuples per page at the last ANALYZE times
     # the pages now, so the estimate follows the table between ANALYZEs.
+    # reltuples is a float4: in double precision and rounded, 300 tuples on
+    # 7 pages are 300, not float4's 299.99997 truncated to 299.
     sql = (
         "SELECT CASE WHEN c.reltuples < 0 OR c.relpages = 0 THEN NULL "
-        "ELSE c.reltuples / c.relpages * "
-        "(pg_relation_size(c.oid) / current_setting('block_size')::integer) END "
+        "ELSE round(c.reltuples::float8 / c.relpages * "
+        "(pg_relation_size(c.oid) / current_setting('block_size')::integer)) END "
         "FROM pg_class c WHERE c.oid = to_regclass(%s)"
     )
     with connection.cursor() as cursor:

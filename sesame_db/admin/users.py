@@ -133,7 +133,8 @@ class IssuedTokenUserAdminMixin(_UserAdminBase):
         if action_location is None:
             actions = super().get_actions(request)
         else:
-            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg]
+            # django-stubs before 6.1 lack the argument.
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg, unused-ignore]
             if getattr(action_location, "value", action_location) != "CHANGE_LIST":
                 return actions
         if getattr(self, "actions", None) is None or IS_POPUP_VAR in request.GET:

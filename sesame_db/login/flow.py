@@ -227,8 +227,8 @@ def _deliver(
         # Any error of the email backend or of the project's function: the
         # answer stays the same, and the log says where to look.
         logger.exception(
-            "Login by email: the email couldn't be sent; check EMAIL_BACKEND, "
-            "or SESAME_LOGIN_SEND_EMAIL"
+            "Login by email: the email couldn't be sent; check MAILERS "
+            "(EMAIL_BACKEND before Django 6.1), or SESAME_LOGIN_SEND_EMAIL"
         )
         return
     store.record_event(

@@ -417,6 +417,44 @@ class PostgreSQLPaginatorTests(AdminTestCase):
         self.assertEqual(paginator.count, 300)
         self.assertFalse(paginator.is_estimate)
 
+    def test_estimate_counts_whole_rows(self):
+        # pg_class.reltuples is a float4: in float4 arithmetic, 300 rows on
+        # 291 pages are 300 / 291 * 291 = 299.99997 rows, truncated to 299.
+        # Rows that this transaction inserts and deletes stretch the table to
+        # such a page count (dead, ANALYZE doesn't count them), as the rolled
+        # back rows of earlier tests did. It starts empty: TRUNCATE, undone
+        # with the test's transaction, gives it a new file.
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE sesame_db_issuedtoken CASCADE")
+        self.fill(300)
+        with connection.cursor() as cursor:
+            for _ in range(1_000):
+                cursor.execute(
+                    "SELECT pages, 300::real / pages * pages < 300 FROM (SELECT "
+                    "(pg_relation_size('sesame_db_issuedtoken') "
+                    "/ current_setting('block_size')::integer)::integer AS pages) p"
+                )
+                pages, rounds_down = cursor.fetchone()
+                if rounds_down:
+                    break
+                cursor.execute(
+                    "INSERT INTO sesame_db_issuedtoken (created, modified, user_id, "
+                    "scope, label, use_count, revoke_reason, user_digest) "
+                    "SELECT now(), now(), %s, 'dead', '', 0, '', '' "
+                    "FROM generate_series(1, 50)",
+                    [self.user.pk],
+                )
+            else:
+                self.fail("no page count where float4 rounds down")
+            cursor.execute("DELETE FROM sesame_db_issuedtoken WHERE scope = 'dead'")
+            cursor.execute("ANALYZE sesame_db_issuedtoken")
+            cursor.execute(
+                "SELECT reltuples, relpages FROM pg_class "
+                "WHERE oid = 'sesame_db_issuedtoken'::regclass"
+            )
+            self.assertEqual(cursor.fetchone(), (300, pages))
+        self.assertEqual(estimated_count(IssuedToken.objects.all()), 300)
+
     def test_changelist_shows_estimate(self):
         self.fill(300)
         self.login(self.superuser)
