@@ -23,11 +23,19 @@ from django.db import connections
 from django.test import TestCase, override_settings
 from django.utils import timezone
 
-from sesame_db.exceptions import Reason
+from sesame_db.exceptions import InvalidToken, Reason
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.packers import get_packer
 from sesame_db.signals import token_rejected
-from sesame_db.utils import aget_user, get_token, get_user, issue_token
+from sesame_db.utils import (
+    acheck_link,
+    aget_user,
+    check_link,
+    get_token,
+    get_user,
+    issue_guest_token,
+    issue_token,
+)
 from tests.mixins import AsyncNumQueriesMixin
 from tests.test_sql import SqlEqualsOrm
 from tests.usermodels.shapes import SHAPE_VARIABLE, SHAPES, Shape
@@ -253,6 +261,53 @@ class Scenarios(SqlEqualsOrm, AsyncNumQueriesMixin, _TestCase):
             self.assertIsNone(get_user(token))
         self.assertEqual(rejections.reasons, [Reason.INACTIVE_USER])
         self.assertEqual(self.use_count(record), 0)
+
+    # Guest links: no user to load, whatever the user model.
+
+    def test_guest_link(self):
+        token, record = issue_guest_token("guest@example.com", "report:1")
+        self.assertEqual(record._state.db, self.db)
+        # The same statements as a user's stored link: the SELECT's join
+        # finds no user, and the default manager's condition isn't applied.
+        with self.assertNumQueries(self.stored_queries, using=self.db):
+            user, link = check_link(token, "report:1", guests=True)
+        self.assertIsNone(user)
+        self.assertEqual(link, record)
+        self.assertIsNone(link.user)
+        with self.assertRaises(InvalidToken) as cm:
+            check_link(token, "report:1")
+        self.assertEqual(cm.exception.reason, Reason.GUEST_LINK)
+        self.assertIsNone(get_user(token, "report:1"))
+        self.assertEqual(self.use_count(record), 1)
+        self.assertEqual(
+            list(
+                TokenEvent.objects.filter(token=record)
+                .order_by("pk")
+                .values_list("kind", "reason", "user_id", "recipient")
+            ),
+            [
+                ("issued", "", None, "guest@example.com"),
+                ("used", "", None, "guest@example.com"),
+                ("rejected", Reason.GUEST_LINK, None, "guest@example.com"),
+            ],
+        )
+        # A user's link next to it still logs its user in.
+        self.assertSameUser(
+            get_user(issue_token(self.user, "report:1")[0], "report:1"), self.user
+        )
+
+    async def test_guest_link_async(self):
+        token, record = await sync_to_async(issue_guest_token)(
+            "guest@example.com", "report:1"
+        )
+        async with self.assertNumQueriesAsync(self.stored_queries, using=self.db):
+            user, link = await acheck_link(token, "report:1", guests=True)
+        self.assertIsNone(user)
+        assert link is not None
+        self.assertEqual(link.pk, record.pk)
+        with self.assertRaises(InvalidToken) as cm:
+            await acheck_link(token, "report:1")
+        self.assertEqual(cm.exception.reason, Reason.GUEST_LINK)
 
 
 class HiddenUserScenarios(Scenarios):
