@@ -272,6 +272,7 @@ class Scenarios(SqlEqualsOrm, AsyncNumQueriesMixin, _TestCase):
         with self.assertNumQueries(self.stored_queries, using=self.db):
             user, link = check_link(token, "report:1", guests=True)
         self.assertIsNone(user)
+        assert link is not None
         self.assertEqual(link, record)
         self.assertIsNone(link.user)
         with self.assertRaises(InvalidToken) as cm:
