@@ -13,6 +13,7 @@ import datetime
 import functools
 import hmac
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,11 @@ __all__ = [
 logger = logging.getLogger("sesame_db")
 
 BATCH_SIZE = 1000
+
+# The control characters of Unicode (category Cc): NUL, which PostgreSQL
+# can't store, line breaks, which would forge log lines, and terminal
+# escapes have no place in an email address or a name.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # The hot path's prebuilt SQL, called through these names.
 _fetch = sql.fetch
@@ -161,7 +167,8 @@ def issue_guests(
     ``bind_to_browser``, the link works only in the first browser that
     opens it (:mod:`sesame_db.browsers`).
 
-    Raise :exc:`ValueError` if ``scope`` or a recipient is empty.
+    Raise :exc:`ValueError` if ``scope`` or a recipient is empty, or if a
+    recipient is longer than 254 characters or contains control characters.
 
     """
     if not scope:
@@ -177,6 +184,8 @@ def issue_guests(
             raise ValueError("a guest link requires a recipient")
         if len(recipient) > 254:
             raise ValueError("a recipient has at most 254 characters")
+        if _CONTROL_RE.search(recipient):
+            raise ValueError("a recipient can't contain control characters")
         fields.append({"user_id": None, "recipient": recipient, "user_digest": ""})
     return _issue(
         fields,

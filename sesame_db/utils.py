@@ -341,7 +341,8 @@ def get_guest_token(
     event; with ``bind_to_browser``, the link works only in the first
     browser that opens it.
 
-    Raise :exc:`ValueError` if ``recipient`` or ``scope`` is empty.
+    Raise :exc:`ValueError` if ``recipient`` or ``scope`` is empty, or if
+    ``recipient`` contains control characters, such as a line break.
 
     """
     token, _ = issue_guest_token(

@@ -607,3 +607,63 @@ class PhantomAccountTests(CreateUserMixin, TestCase):
         self.assertEqual(self.client.get(f"/member/2/{qs}").status_code, 403)
         # It can't log in with a password.
         self.assertFalse(self.client.login(username="guest-bob", password=""))
+
+
+class HostileRecipientTests(CreateUserMixin, TestCase):
+    """A recipient is an email address or a name: control characters are refused before any query, on every database and at every way of issuing."""
+
+    RECIPIENTS = [
+        "bob\x00@example.com",  # PostgreSQL's text refuses NUL: a DataError
+        "bob@example.com\r\nINFO forged log line",
+        "bob\n@example.com",
+        "\x1b[31mbob@example.com",  # a terminal escape
+        "bob\x7f@example.com",
+        "bob\x85@example.com",  # NEL, a C1 control character
+    ]
+
+    def issue_with_api(self, recipient):
+        with self.assertRaisesMessage(ValueError, "control characters"):
+            get_guest_token(recipient, "report:1")
+        with self.assertRaisesMessage(ValueError, "control characters"):
+            issue_guest_tokens(["alice@example.com", recipient], "report:1")
+
+    def issue_with_command(self, recipient):
+        from django.core.management import CommandError, call_command
+
+        with self.assertRaisesMessage(CommandError, "control characters"):
+            call_command(
+                "sesame_db_issue", guest=recipient, scope="report:1", verbosity=0
+            )
+
+    def issue_with_admin_form(self, recipient):
+        from django.contrib import admin
+
+        from sesame_db.admin.forms import IssueLinkForm
+
+        request = RequestFactory().post("/")
+        request.user = self.user
+        form = IssueLinkForm(
+            {"recipient": recipient, "scope": "report:1", "target": "/"},
+            request=request,
+            admin_site=admin.site,
+        )
+        self.assertFalse(form.is_valid())
+        self.assertIn("recipient", form.errors)
+
+    def test_control_characters_are_refused(self):
+        for issue in [
+            self.issue_with_api,
+            self.issue_with_command,
+            self.issue_with_admin_form,
+        ]:
+            for recipient in self.RECIPIENTS:
+                with self.subTest(issue=issue.__name__, recipient=recipient):
+                    issue(recipient)
+        self.assertFalse(IssuedToken.objects.exists())
+
+    def test_names_and_addresses_are_accepted(self):
+        for recipient in ["Zoë Ångström", "bob+reports@example.com", "李雷", "O'Brien"]:
+            with self.subTest(recipient=recipient):
+                token, link = issue_guest_token(recipient, "report:1")
+                link.refresh_from_db()
+                self.assertEqual(link.recipient, recipient)

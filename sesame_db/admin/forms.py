@@ -14,6 +14,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.http import HttpRequest
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
@@ -94,6 +95,18 @@ class IssueLinkForm(forms.Form):
         label=_("Guest"),
         required=False,
         max_length=254,
+        # As sesame_db.store.issue_guests() refuses them: line breaks and
+        # other control characters have no place in an address or a name.
+        validators=[
+            RegexValidator(
+                r"[\x00-\x1f\x7f-\x9f]",
+                inverse_match=True,
+                message=_(
+                    "A recipient can’t contain control characters, such as line breaks."
+                ),
+                code="control_characters",
+            )
+        ],
         help_text=_(
             "For a guest link, which logs no one in: the email address or the "
             "name of the person it’s shared with."

@@ -136,14 +136,19 @@ class Command(BaseCommand):
                 raise CommandError(
                     "--guest requires --scope: a guest link opens one thing"
                 )
-            [(token, record)] = issue_guests(
-                [guest],
-                scope,
-                max_age=max_age,
-                max_uses=uses,
-                label=label,
-                bind_to_browser=bind,
-            )
+            try:
+                [(token, record)] = issue_guests(
+                    [guest],
+                    scope,
+                    max_age=max_age,
+                    max_uses=uses,
+                    label=label,
+                    bind_to_browser=bind,
+                )
+            except ValueError as exc:
+                # What the options above don't check, such as control
+                # characters in the recipient.
+                raise CommandError(f"--guest: {exc}") from None
             self.stdout.write(token if base_url is None else add_token(base_url, token))
             if options["verbosity"] >= 1:
                 self.stderr.write(
