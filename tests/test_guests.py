@@ -464,6 +464,25 @@ class BrowserBindingTests(GuestTestCase):
         self.link.refresh_from_db()
         self.assertEqual(self.link.use_count, 2)
 
+    def test_binding_and_max_uses(self):
+        # The use limit holds for the first browser, and the other browsers
+        # never count a use: first, other, first, then used up everywhere.
+        token, link = issue_guest_token(
+            GUEST, "report:1", bind_to_browser=True, max_uses=2
+        )
+        other = self.client_class()
+        url = self.url("/shared/1/", token)
+        self.assertEqual(self.client.get(url).status_code, 200)
+        self.assertRefused(other.get(url), Reason.OTHER_BROWSER, link)
+        self.assertEqual(self.client.get(url).status_code, 200)
+        self.assertRefused(self.client.get(url), Reason.USED_UP, link)
+        self.assertEqual(other.get(url).status_code, 403)
+        link.refresh_from_db()
+        self.assertEqual(link.use_count, 2)
+        self.assertEqual(
+            [kind for kind, _, _ in self.events(link)].count(TokenEvent.Kind.USED), 2
+        )
+
     def test_forged_cookie_is_refused(self):
         self.client.get(self.url("/shared/1/"))
         other = self.client_class()

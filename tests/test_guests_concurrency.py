@@ -88,10 +88,17 @@ class ConcurrentGuestLinkTests(TransactionTestCase):
         self.assertExactUses(5)
 
     def test_one_first_browser(self):
+        self.assertOneFirstBrowser()
+
+    def test_one_first_browser_with_max_uses(self):
+        self.assertOneFirstBrowser(max_uses=3)
+
+    def assertOneFirstBrowser(self, max_uses=None):
         # 32 browsers without the cookie open a bound link at once: the
-        # conditional UPDATE lets exactly one be the first.
+        # conditional UPDATE lets exactly one be the first, with or without
+        # a use limit that would let more than one use through.
         token, record = issue_guest_token(
-            "guest@example.com", "report:1", bind_to_browser=True
+            "guest@example.com", "report:1", bind_to_browser=True, max_uses=max_uses
         )
         factory = RequestFactory()
         results = self.use_concurrently(
