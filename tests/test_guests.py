@@ -323,6 +323,54 @@ class DecoratorTests(AsyncNumQueriesMixin, GuestTestCase):
         self.assertEqual(self.link.use_count, 0)
 
 
+@override_settings(
+    ROOT_URLCONF="tests.guest_urls",
+    MIDDLEWARE=[
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "sesame_db.middleware.AuthenticationMiddleware",
+    ],
+)
+class LoggedInVisitorTests(GuestTestCase):
+    """A guest link opened by a logged-in visitor, at every HTTP entry point, behind the middleware: the session keeps its key and its user."""
+
+    # Path, status, and the audit event: "used", or the reason of the refusal.
+    CASES = [
+        ("/shared/1/", 200, TokenEvent.Kind.USED),
+        ("/ashared/1/", 200, TokenEvent.Kind.USED),
+        ("/cbv/shared/1/", 200, TokenEvent.Kind.USED),
+        ("/permanent/1/", 200, TokenEvent.Kind.USED),
+        ("/shared/2/", 403, Reason.WRONG_SCOPE),
+        ("/member/1/", 403, Reason.GUEST_LINK),
+        ("/cbv/member/1/", 403, Reason.GUEST_LINK),
+        ("/login/", 403, Reason.GUEST_LINK),
+        # The middleware checks the token itself on other URLs.
+        ("/plain/", 200, Reason.WRONG_SCOPE),
+    ]
+
+    def test_session_is_untouched(self):
+        visitor = self.create_user("jane", email="jane@example.com")
+        for path, status, outcome in self.CASES:
+            with self.subTest(path=path):
+                token, link = issue_guest_token(GUEST, "report:1")
+                self.client.force_login(visitor)
+                key = self.client.session.session_key
+                response = self.client.get(self.url(path, token))
+                self.assertEqual(response.status_code, status)
+                if status == 200:
+                    self.assertIn("jane", response.content.decode())
+                self.assertEqual(self.client.session.session_key, key)
+                self.assertEqual(self.client.session[SESSION_KEY], str(visitor.pk))
+                kind, reason, recipient = self.events(link)[-1]
+                self.assertEqual(recipient, GUEST)
+                if outcome == TokenEvent.Kind.USED:
+                    self.assertEqual((kind, reason), (outcome, ""))
+                else:
+                    self.assertEqual(
+                        (kind, reason), (TokenEvent.Kind.REJECTED, outcome)
+                    )
+
+
 class CheckLinkTests(GuestTestCase):
     def test_check_link(self):
         with self.assertRaises(InvalidToken) as cm:
