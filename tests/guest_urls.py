@@ -8,7 +8,7 @@ recipient of the link, if any.
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.urls import path
 from django.views.generic import View
 
@@ -51,6 +51,11 @@ def permanent_report(request, pk):
     return describe(request, pk)
 
 
+@authenticate(scope="report:{pk}", guests=True)
+def missing_report(request, pk):
+    raise Http404("no such report")
+
+
 @authenticate(scope="report:{pk}")
 def member_report(request, pk):
     return describe(request, pk)
@@ -76,6 +81,7 @@ urlpatterns = [
     path("ashared/<int:pk>/", ashared_report),
     path("confirmed/<int:pk>/", confirmed_report),
     path("permanent/<int:pk>/", permanent_report),
+    path("missing/<int:pk>/", missing_report),
     path("member/<int:pk>/", member_report),
     path("cbv/shared/<int:pk>/", SharedReportView.as_view()),
     path("cbv/member/<int:pk>/", MemberReportView.as_view()),

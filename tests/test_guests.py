@@ -531,6 +531,18 @@ class BrowserBindingTests(GuestTestCase):
             [kind for kind, _, _ in self.events(link)].count(TokenEvent.Kind.USED), 2
         )
 
+    def test_view_that_raises_on_the_first_open(self):
+        # docs/guests.rst: the use is counted, the error page carries no
+        # cookie, and the link is refused everywhere from then on.
+        response = self.client.get(self.url("/missing/1/"))
+        self.assertEqual(response.status_code, 404)
+        self.assertNotIn(browsers.cookie_name(self.link.pk), response.cookies)
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 1)
+        self.assertRefused(
+            self.client.get(self.url("/shared/1/")), Reason.OTHER_BROWSER
+        )
+
     def test_forged_cookie_is_refused(self):
         self.client.get(self.url("/shared/1/"))
         other = self.client_class()
