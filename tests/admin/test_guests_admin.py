@@ -12,9 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from sesame_db.models import IssuedToken
+from sesame_db.exceptions import InvalidToken, Reason
+from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import check_link, issue_guest_token
-from tests.admin.base import CHANGELIST, EVENTS, ISSUE, AdminTestCase, url
+from tests.admin.base import CHANGELIST, EVENTS, ISSUE, REVOKE, AdminTestCase, url
 
 GUEST = "guest@example.com"
 
@@ -62,6 +63,29 @@ class GuestChangelistTests(AdminTestCase):
         self.assertEqual(response.status_code, 302)
         self.guest_link.refresh_from_db()
         self.assertIsNotNone(self.guest_link.revoked_at)
+
+    def test_revoked_guest_links_are_refused_and_audited(self):
+        # The changelist's action and the link's own revoke page.
+        _, other = issue_guest_token(GUEST, "report:1")
+        self.action([self.guest_link.pk], post="yes", reason="project over")
+        self.client.post(url(REVOKE, other.pk), {"reason": "project over"})
+        with self.assertRaises(InvalidToken) as cm:
+            check_link(self.token, "report:1", guests=True)
+        self.assertEqual(cm.exception.reason, Reason.REVOKED)
+        for link in [self.guest_link, other]:
+            link.refresh_from_db()
+            self.assertIsNotNone(link.revoked_at)
+            self.assertEqual(link.revoked_by, self.superuser)
+            event = TokenEvent.objects.get(token=link, kind=TokenEvent.Kind.REVOKED)
+            self.assertEqual(
+                (event.recipient, event.actor_id, event.detail),
+                (GUEST, self.superuser.pk, "project over"),
+            )
+        self.assertTrue(
+            TokenEvent.objects.filter(
+                token=self.guest_link, reason=Reason.REVOKED, recipient=GUEST
+            ).exists()
+        )
 
     def test_change_page(self):
         response = self.client.get(
