@@ -46,6 +46,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
+from . import browsers
 from .clients import client_ip
 from .conf import conf
 from .exceptions import InvalidToken, Reason
@@ -142,7 +143,10 @@ def _keys(request: HttpRequest | None, token_id: int | None) -> list[str]:
     client = _client(request)
     if client is not None:
         keys.append(f"sesame_db:failures:ip:{client}")
-    if token_id is not None:
+    # Not for the first browser of a link bound to it: whoever holds the
+    # link elsewhere can't use it, and mustn't lock that browser out by
+    # failing on purpose. Its client's counter still applies.
+    if token_id is not None and not browsers.is_bound_here(request, token_id):
         keys.append(f"sesame_db:failures:link:{token_id}")
     return keys
 

@@ -601,6 +601,32 @@ class RateLimitTests(GuestTestCase):
             (TokenEvent.Kind.REJECTED, Reason.RATE_LIMITED, GUEST), self.events()
         )
 
+    def test_other_browsers_cannot_lock_out_the_first(self):
+        # Whoever holds a forwarded bound link can't use it, and mustn't
+        # be able to lock its first browser out by failing on purpose: the
+        # link's counter limits them, not the browser with the cookie.
+        from django.core.cache import cache
+
+        for path in ["/shared/1/", "/ashared/1/", "/cbv/shared/1/"]:
+            with self.subTest(path=path):
+                cache.clear()
+                token, link = issue_guest_token(GUEST, "report:1", bind_to_browser=True)
+                url = self.url(path, token)
+                first, other = self.client_class(), self.client_class()
+                self.assertEqual(
+                    first.get(url, REMOTE_ADDR="192.0.2.1").status_code, 200
+                )
+                statuses = [
+                    other.get(url, REMOTE_ADDR=f"198.51.100.{index}").status_code
+                    for index in range(1, 6)
+                ]
+                self.assertEqual(statuses, [403, 403, 403, 429, 429])
+                self.assertEqual(
+                    first.get(url, REMOTE_ADDR="192.0.2.1").status_code, 200
+                )
+                link.refresh_from_db()
+                self.assertEqual(link.use_count, 2)
+
 
 @override_settings(ROOT_URLCONF="tests.guest_urls")
 class ThreatTests(GuestTestCase):

@@ -200,6 +200,30 @@ class BoundLinkContribTests(CreateUserMixin, TestCase):
         client.cookies[browsers.cookie_name(self.link.pk)] = self.cookie
         self.assertEqual(client.get("/report/", **header).status_code, 200)
 
+    @override_settings(
+        ROOT_URLCONF=__name__,
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": "sesame-db-guest-contrib-rate-limit-tests",
+            }
+        },
+        SESAME_RATE_LIMIT={"failures": 3, "period": 60},
+    )
+    def test_rest_framework_other_clients_cannot_lock_out_the_first(self):
+        header = {"HTTP_AUTHORIZATION": f"Sesame {self.token}"}
+        first, other = APIClient(), APIClient()
+        first.cookies[browsers.cookie_name(self.link.pk)] = self.cookie
+        self.assertEqual(first.get("/report/", **header).status_code, 200)
+        statuses = [
+            other.get(
+                "/report/", REMOTE_ADDR=f"198.51.100.{index}", **header
+            ).status_code
+            for index in range(1, 6)
+        ]
+        self.assertEqual(statuses, [401, 401, 401, 429, 429])
+        self.assertEqual(first.get("/report/", **header).status_code, 200)
+
     def test_channels_request_has_the_handshake_cookies(self):
         name = browsers.cookie_name(self.link.pk)
         request = request_from_scope(
