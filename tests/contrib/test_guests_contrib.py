@@ -154,6 +154,27 @@ class ChannelsGuestTests(ChannelsTestCase):
         self.assertEqual(seen["link"].pk, link.pk)
         self.assertEqual(seen["link"].recipient, GUEST)
 
+    async def test_session_user_stays(self):
+        # Inside AuthMiddlewareStack, the session's user is already in the
+        # scope: a guest link lets the connection through as that user.
+        token, link = await sync_to_async(issue_guest_token)(GUEST, "report:1")
+        seen = {}
+
+        async def application(scope, receive, send):
+            seen["user"] = scope["user"]
+            seen["link"] = scope.get("sesame_link")
+            await WhoAmIConsumer.as_asgi()(scope, receive, send)
+
+        middleware = SesameAuthMiddleware(application, "report:1", guests=True)
+
+        async def session(scope, receive, send):
+            await middleware({**scope, "user": self.user}, receive, send)
+
+        async with self.connect(session, f"/ws/?sesame={token}") as (_, connected, _):
+            self.assertTrue(connected)
+        self.assertEqual(seen["user"], self.user)
+        self.assertEqual(seen["link"].pk, link.pk)
+
     async def test_refused_without_guests(self):
         token, link = await sync_to_async(issue_guest_token)(GUEST, "report:1")
         connected, code, _ = await self.link_of(
