@@ -10,6 +10,7 @@ audit, signals, bulk issuance) work for them as for user links.
 from __future__ import annotations
 
 import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 import time_machine
@@ -394,6 +395,62 @@ class CheckLinkTests(GuestTestCase):
         with self.assertRaises(InvalidToken) as cm:
             await acheck_link(self.token, "report:2", guests=True)
         self.assertEqual(cm.exception.reason, Reason.WRONG_SCOPE)
+
+    def test_async_gives_the_same_answers(self):
+        # Each case twice, on one link per path: the first use, then a
+        # second one (used up, or from another browser, or accepted again).
+        from asgiref.sync import async_to_sync
+
+        def outcome(check, token, scope, guests):
+            request = RequestFactory().get("/")
+            try:
+                user, link = check(request, scope, guests=guests, token=token)
+            except InvalidToken as exc:
+                return exc.reason
+            self.assertIs(getattr(request, "sesame_link", None), link)
+            return (user, link.pk)
+
+        paths = {"sync": check_link, "async": async_to_sync(acheck_link)}
+        seen = set()
+        for guests in [False, True]:
+            for scope in ["report:1", "report:2", ""]:
+                cases: list[dict[str, Any]] = [
+                    {},
+                    {"bind_to_browser": True},
+                    {"max_uses": 1},
+                ]
+                for options in cases:
+                    answers = {}
+                    for name, check in paths.items():
+                        token, link = issue_guest_token(GUEST, "report:1", **options)
+                        results = [outcome(check, token, scope, guests) for _ in "12"]
+                        # The link's own pk differs: compare what it says.
+                        answers[name] = [
+                            r if isinstance(r, str) else (r[0], r[1] == link.pk)
+                            for r in results
+                        ]
+                        answers[name + " events"] = list(
+                            TokenEvent.objects.filter(token=link)
+                            .order_by("pk")
+                            .values_list("kind", "reason", "recipient")
+                        )
+                    with self.subTest(guests=guests, scope=scope, options=options):
+                        self.assertEqual(answers["sync"], answers["async"])
+                        self.assertEqual(
+                            answers["sync events"], answers["async events"]
+                        )
+                    seen.update(answers["sync"])
+        # Every outcome came up.
+        self.assertEqual(
+            seen,
+            {
+                (None, True),
+                Reason.GUEST_LINK,
+                Reason.WRONG_SCOPE,
+                Reason.OTHER_BROWSER,
+                Reason.USED_UP,
+            },
+        )
 
     def test_signal(self):
         received = []
