@@ -173,6 +173,11 @@ def issue_guests(
     """
     if not scope:
         raise ValueError("a guest link requires a scope")
+    if isinstance(recipients, str):
+        # Iterating over it would share a link with each character.
+        raise TypeError(
+            "recipients must be an iterable of strings, not a string: use issue_guest_token() for one"
+        )
     fields = []
     for recipient in recipients:
         if not isinstance(recipient, str):

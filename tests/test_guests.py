@@ -117,6 +117,10 @@ class IssueGuestLinkTests(GuestTestCase):
             get_guest_token("x" * 255, "report:1")
         with self.assertRaises(TypeError):
             get_guest_token(None, "report:1")  # type: ignore[arg-type]
+        # One recipient where a list is expected: not a link per character.
+        with self.assertRaisesMessage(TypeError, "not a string"):
+            issue_guest_tokens("bob@example.com", "report:1")
+        self.assertEqual(IssuedToken.objects.exclude(pk=self.link.pk).count(), 0)
 
     def test_bulk_500_recipients(self):
         recipients = [f"guest{i}@example.com" for i in range(500)]
