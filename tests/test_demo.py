@@ -255,6 +255,10 @@ def test_share_with_a_guest_audit_and_revoke(demo):
     status, _, page = post_form(sharer, share_page, page, {}, action)
     assert status == 200
     assert "revoked — guest@example.com" in page
-    assert get(guest, link)[0] == 403
+    status, _, page = get(guest, link)
+    assert status == 403
+    # A page that says why, not a bare "403 Forbidden".
+    assert "This link doesn't work" in page
+    assert "Log in by email" in page  # the demo's navigation
     status, _, page = get(sharer, share_page)
     assert "rejected (revoked) — guest@example.com" in page
