@@ -55,10 +55,11 @@ logger = logging.getLogger("sesame_db")
 
 BATCH_SIZE = 1000
 
-# The control characters of Unicode (category Cc): NUL, which PostgreSQL
+# What a guest link's recipient can't contain, here and in the admin's form:
+# the control characters of Unicode (category Cc). NUL, which PostgreSQL
 # can't store, line breaks, which would forge log lines, and terminal
 # escapes have no place in an email address or a name.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+RECIPIENT_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # The hot path's prebuilt SQL, called through these names.
 _fetch = sql.fetch
@@ -189,7 +190,7 @@ def issue_guests(
             raise ValueError("a guest link requires a recipient")
         if len(recipient) > 254:
             raise ValueError("a recipient has at most 254 characters")
-        if _CONTROL_RE.search(recipient):
+        if RECIPIENT_CONTROL_CHARACTERS.search(recipient):
             raise ValueError("a recipient can't contain control characters")
         fields.append({"user_id": None, "recipient": recipient, "user_digest": ""})
     return _issue(

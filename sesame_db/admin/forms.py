@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 
 from sesame_db.conf import conf
 from sesame_db.models import IssuedToken
+from sesame_db.store import RECIPIENT_CONTROL_CHARACTERS
 
 if TYPE_CHECKING:
     _ModelForm = forms.ModelForm[Any]
@@ -95,11 +96,10 @@ class IssueLinkForm(forms.Form):
         label=_("Guest"),
         required=False,
         max_length=254,
-        # As sesame_db.store.issue_guests() refuses them: line breaks and
-        # other control characters have no place in an address or a name.
+        # As sesame_db.store.issue_guests() refuses them.
         validators=[
             RegexValidator(
-                r"[\x00-\x1f\x7f-\x9f]",
+                RECIPIENT_CONTROL_CHARACTERS,
                 inverse_match=True,
                 message=_(
                     "A recipient can’t contain control characters, such as line breaks."
