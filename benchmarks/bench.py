@@ -33,7 +33,11 @@ PostgreSQL runs on a throwaway cluster that :func:`tests.postgres.start_cluster`
 starts with fsync, synchronous_commit and full_page_writes on, PostgreSQL's
 defaults (or on the server that ``SESAME_TEST_PGHOST`` names), and stops at
 exit. ``--non-durable`` adds a column measured with ``synchronous_commit =
-off``, labelled as such; the goals never use it. When PostgreSQL is
+off``, labelled as such; the goals never use it. Another column, always
+measured, runs both libraries on connections with Django's
+``server_side_binding`` and ``prepare_threshold`` options (prepared
+statements), with a goal of its own; the durable goal of the default
+column stays as it is. When PostgreSQL is
 unavailable, its parts print "skipped" and why; when ``CI`` is set, that's an
 error.
 
@@ -86,6 +90,10 @@ POSTGRESQL = "postgresql"  # the store
 POSTGRESQL_SMALL = "postgresql_small"
 POSTGRESQL_BIG = "postgresql_big"
 POSTGRESQL_ASYNC = "postgresql_async"  # --non-durable: synchronous_commit=off
+# Durable, with Django's opt-in server-side binding: psycopg prepares a
+# statement on its PREPARE_THRESHOLD-th execution (psycopg's default).
+POSTGRESQL_PREPARED = "postgresql_prepared"
+PREPARE_THRESHOLD = 5
 
 DJANGO_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # The two backends that projects configure, as django-sesame's docs say.
@@ -145,6 +153,11 @@ GOALS = [
     Goal(
         "stored:postgresql",
         "stored use with audit / django-sesame's valid get_user (durable PostgreSQL)",
+        1.3,
+    ),
+    Goal(
+        "stored:postgresql-prepared",
+        "the same, both with prepared statements (server_side_binding)",
         1.3,
     ),
 ]
@@ -217,6 +230,14 @@ def configure(tmpdir: str, postgresql: dict[str, Any] | None) -> None:
         databases[POSTGRESQL_ASYNC] = {
             **postgresql,
             "OPTIONS": {"options": "-c synchronous_commit=off"},
+            "TEST": {"MIRROR": POSTGRESQL},
+        }
+        databases[POSTGRESQL_PREPARED] = {
+            **postgresql,
+            "OPTIONS": {
+                "server_side_binding": True,
+                "prepare_threshold": PREPARE_THRESHOLD,
+            },
             "TEST": {"MIRROR": POSTGRESQL},
         }
     settings.configure(
@@ -891,12 +912,12 @@ def store_table(
     min_time: float,
     slow_rounds: int,
     figures: dict[str, str],
-    extra: str | None = None,
+    extras: Sequence[tuple[str, str]] = (),
 ) -> float:
-    """Time the store's operations on ``alias`` (and on ``extra``, a labelled extra column)."""
+    """Time the store's operations on ``alias``, and on each alias of ``extras`` (alias, column header): a labelled extra column."""
     number = store_numbers(alias, min_time)
     calls = 2 + (number + 1) * rounds
-    aliases = [alias] if extra is None else [alias, extra]
+    aliases = [alias, *(name for name, _ in extras)]
     cases: dict[str, list[Case]] = {}
     for name in aliases:
         with using(name):
@@ -909,19 +930,23 @@ def store_table(
     vendor = "postgresql" if alias == POSTGRESQL else "sqlite"
     baseline = main["baseline"]
     header = ["operation", "µs [IQR]", "ratio [IQR]", "statements"]
-    if extra is not None:
-        header.append("ratio, synchronous_commit=off (NOT durable)")
+    header += [title for _, title in extras]
     rows = [tuple(header)]
     for label, case in main.items():
         value, spread = ratio(case, baseline)
         row = [LABELS[label], us(case.summary), times(value, spread)]
         row.append(describe_queries(case))
-        if extra is not None:
-            other = columns[extra][label]
-            row.append(times(*ratio(other, columns[extra]["baseline"])))
+        for name, _ in extras:
+            other = columns[name][label]
+            row.append(times(*ratio(other, columns[name]["baseline"])))
         rows.append(tuple(row))
     print_rows(rows)
     figures[f"stored:{vendor}"] = figure(*ratio(main["stored"], baseline))
+    if POSTGRESQL_PREPARED in columns:
+        prepared = columns[POSTGRESQL_PREPARED]
+        figures["stored:postgresql-prepared"] = figure(
+            *ratio(prepared["stored"], prepared["baseline"])
+        )
     # A forged token that costs a query misses the goal, whatever its time.
     figures[f"forged:{vendor}"] = (
         figure(*ratio(main["stored_forged"], baseline))
@@ -937,6 +962,14 @@ def store_table(
         f"\ntoken of {STORE_LINKS:,} links (unlimited uses, no expiry) per call."
         "\nIssuing records an `issued` event (SESAME_AUDIT=True, the default)."
     )
+    if POSTGRESQL_PREPARED in columns:
+        print(
+            "\nprepared statements: the same durable server, both libraries on"
+            "\nconnections with Django's OPTIONS server_side_binding=True and"
+            f"\nprepare_threshold={PREPARE_THRESHOLD}: psycopg prepares a statement"
+            "\nonce it has run that often, and the server stops parsing and"
+            "\nplanning it on each use. Django's default is client-side binding."
+        )
     return baseline.summary.median * 1e6
 
 
@@ -1008,6 +1041,75 @@ def floor_table(alias: str, async_alias: str, baseline_us: float, rounds: int) -
         "\nA durable stored use pays at least one round trip and one WAL flush;"
         "\ndjango-sesame's get_user pays one round trip and no flush. Driver"
         "\ncursors in autocommit mode, without Django: the bare cost of the server."
+    )
+
+
+def statements_table(alias: str, prepared_alias: str, rounds: int) -> None:
+    """
+    Time the two statements of a stored use on ``alias`` (client-side binding) and ``prepared_alias`` (prepared).
+
+    :func:`sesame_db.sql.fetch` and :func:`sesame_db.sql.consume` (through
+    the store's ``_consume()``), with the audit, on Django's cursor as a use
+    runs them: what the server's parsing and planning of each statement
+    costs, which prepared statements skip.
+
+    """
+    import datetime
+
+    import sesame_db.utils
+    from sesame_db import sql, store
+
+    with using(alias):
+        _, issued = sesame_db.utils.issue_token(get_user_john())
+
+    def fetch(db: str) -> Callable[[], object]:
+        return lambda: sql.fetch(db, issued.pk)
+
+    def consume(db: str) -> Callable[[], object]:
+        record = sql.fetch(db, issued.pk)
+        assert record is not None
+
+        def call() -> bool:
+            # What redeem() calls: the audit, without a request's fields.
+            now = datetime.datetime.now(datetime.timezone.utc)
+            return store._consume(record, now, "", None, db)
+
+        return call
+
+    def is_true(result: object) -> bool:
+        return bool(result)
+
+    cases = [
+        Case("SELECT of a use, client-side binding", alias, fetch(alias), is_true),
+        Case(
+            "SELECT of a use, prepared",
+            prepared_alias,
+            fetch(prepared_alias),
+            is_true,
+        ),
+        Case(
+            "WITH of a use (durable commit), client-side binding",
+            alias,
+            consume(alias),
+            is_true,
+        ),
+        Case(
+            "WITH of a use (durable commit), prepared",
+            prepared_alias,
+            consume(prepared_alias),
+            is_true,
+        ),
+    ]
+    measure(cases, rounds, 0.01)
+    rows = [("statement, on Django's cursor", "µs [IQR]")]
+    rows += [(case.label, us(case.summary)) for case in cases]
+    print()
+    print_rows(rows)
+    print(
+        "\nThe two statements of a stored use (sesame_db.sql.fetch and consume,"
+        "\nwith the audit), with Django's default client-side binding, which the"
+        "\nserver parses and plans at each use, and prepared (server_side_binding,"
+        f"\nprepare_threshold={PREPARE_THRESHOLD}), planned once per connection."
     )
 
 
@@ -1235,7 +1337,7 @@ def goals_rows(
 ) -> list[tuple[str, str, str, str]]:
     rows = [("goal (issue 13)", "limit", "figure [IQR]", "verdict")]
     for goal in GOALS:
-        vendor = goal.key.partition(":")[2]
+        vendor = goal.key.partition(":")[2].partition("-")[0]
         text = figures.get(goal.key)
         if text is None:
             reason = skipped.get(goal.key) or skipped.get(vendor, "not measured")
@@ -1394,16 +1496,26 @@ def main(argv: list[str] | None = None) -> None:
                 kind = "durable PostgreSQL" if durable else "PostgreSQL, NOT DURABLE"
                 section(f"Database store: {kind}")
                 databases.mirror(POSTGRESQL_ASYNC, POSTGRESQL)
-                extra = POSTGRESQL_ASYNC if args.non_durable else None
+                databases.mirror(POSTGRESQL_PREPARED, POSTGRESQL)
+                extras = [(POSTGRESQL_PREPARED, "ratio, prepared statements")]
+                if args.non_durable:
+                    extras.append(
+                        (
+                            POSTGRESQL_ASYNC,
+                            "ratio, synchronous_commit=off (NOT durable)",
+                        )
+                    )
                 baseline_us = store_table(
-                    POSTGRESQL, rounds, min_time, slow_rounds, figures, extra
+                    POSTGRESQL, rounds, min_time, slow_rounds, figures, extras
                 )
                 if not durable:
-                    # The goal is for a durable server only.
-                    figures.pop("stored:postgresql", None)
-                    skipped["stored:postgresql"] = "the server isn't durable"
+                    # The goals are for a durable server only.
+                    for key in ("stored:postgresql", "stored:postgresql-prepared"):
+                        figures.pop(key, None)
+                        skipped[key] = "the server isn't durable"
                 section(f"The floor: {kind}")
                 floor_table(POSTGRESQL, POSTGRESQL_ASYNC, baseline_us, rounds)
+                statements_table(POSTGRESQL, POSTGRESQL_PREPARED, rounds)
                 section(
                     f"Token table size and purge: {kind},"
                     f" {power(sizes[0])} and {power(sizes[1])} links"

@@ -134,6 +134,10 @@ class GoalsTests(SimpleTestCase):
         self.assertEqual(verdicts[texts["stored:sqlite"]], "met")
         self.assertEqual(verdicts[texts["stored:postgresql"]], "skipped: not durable")
         self.assertEqual(verdicts[texts["forged:postgresql"]], "met")
+        # The prepared-statements figure is skipped with PostgreSQL's reason.
+        self.assertEqual(
+            verdicts[texts["stored:postgresql-prepared"]], "skipped: no server"
+        )
         shown = {row[0]: row[2] for row in rows[1:]}
         self.assertEqual(shown[texts["forged:postgresql"]], "0.050x [0.040-0.060]")
         self.assertEqual(shown[texts["forged:sqlite"]], "1 queries")
