@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks.load [--quick] [--server gunicorn|uvicorn|both]
         [--duration SECONDS] [--requests N] [--concurrency N] [--workers N]
         [--links N] [--no-restart] [--seed N] [--json PATH] [--app-servers 2]
+        [--durable] [--prepared]
 
 This script starts a throwaway PostgreSQL server with ``pg_stat_statements``
 (:func:`tests.postgres.start_cluster`, on 127.0.0.1), migrates the demo site
@@ -34,6 +35,12 @@ Finally it checks invariants against the database and the responses, prints
 them with their number of violations, writes every figure to
 ``artifacts/load.json``, and exits with status 1 if any invariant is violated.
 Nothing asserts on time.
+
+PostgreSQL runs as the test suite's does, with fsync and synchronous_commit
+off, unless ``--durable`` turns them on (with full_page_writes), as the
+benchmark's (benchmarks/bench.py) are. ``--prepared`` gives the site's
+connections Django's opt-in server-side binding with prepared statements
+(``DEMO_PG_PREPARED=1``, docs/performance.rst).
 
 With ``--app-servers 2``, two servers run side by side, as two machines
 behind a load balancer would: separate masters with their own workers,
@@ -158,6 +165,8 @@ class Options:
     json_path: Path
     quick: bool
     app_servers: int = 1
+    durable: bool = False
+    prepared: bool = False
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -223,7 +232,22 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default=1,
         help="1, or 2 servers sharing PostgreSQL through PgBouncer and Redis (default: 1)",
     )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="run PostgreSQL with fsync, synchronous_commit and full_page_writes on",
+    )
+    parser.add_argument(
+        "--prepared",
+        action="store_true",
+        help="server-side binding with prepared statements on the site's connections",
+    )
     args = parser.parse_args(argv)
+    if args.prepared and args.app_servers > 1:
+        # PgBouncer before 1.21 can't keep prepared statements in
+        # transaction pooling mode: each transaction may get another server
+        # connection, which doesn't have them.
+        parser.error("--prepared doesn't go through PgBouncer: use one app server")
     for name in ("workers", "concurrency", "requests", "duration", "links"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -238,6 +262,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         restart=args.restart,
         seed=args.seed,
         json_path=args.json,
+        durable=args.durable,
+        prepared=args.prepared,
         quick=args.quick,
         app_servers=args.app_servers,
     )
@@ -254,8 +280,9 @@ def free_port() -> int:
         return port
 
 
-def start_postgresql() -> tuple[Cluster, int]:
+def start_postgresql(durable: bool = False) -> tuple[Cluster, int]:
     """Start a throwaway cluster on 127.0.0.1 with pg_stat_statements, and create the site's database."""
+    from benchmarks.bench import DURABLE
     from tests.postgres import Unavailable, start_cluster
 
     port = free_port()
@@ -266,6 +293,7 @@ def start_postgresql() -> tuple[Cluster, int]:
                 "shared_preload_libraries": "pg_stat_statements",
                 "pg_stat_statements.track": "all",
                 "pg_stat_statements.max": "10000",
+                **(DURABLE if durable else {}),
             },
         )
     except Unavailable as exc:
@@ -309,7 +337,9 @@ def server_settings(port: int) -> dict[str, str]:
         }
 
 
-def site_environment(pg_port: int, server: str = "gunicorn") -> dict[str, str]:
+def site_environment(
+    pg_port: int, server: str = "gunicorn", prepared: bool = False
+) -> dict[str, str]:
     """
     Return the environment that switches the demo to production-like settings on PostgreSQL.
 
@@ -320,6 +350,7 @@ def site_environment(pg_port: int, server: str = "gunicorn") -> dict[str, str]:
     """
     return {
         "DEMO_PG_POOL": "1" if server == "uvicorn" else "0",
+        "DEMO_PG_PREPARED": "1" if prepared else "0",
         "DJANGO_SETTINGS_MODULE": "demo_site.settings",
         "DEMO_DEBUG": "0",
         "DEMO_PGHOST": "127.0.0.1",
@@ -1415,7 +1446,12 @@ def environment_line(options: Options, pg: dict[str, str]) -> str:
         f"Python {platform.python_version()}, Django {django.get_version()},"
         f" PostgreSQL {pg['server_version'].split()[0]} on 127.0.0.1"
         f" (fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}),"
-        f" {os.cpu_count()} CPUs shared by client, server and database;"
+        + (
+            " prepared statements (server_side_binding),"
+            if options.prepared
+            else " client-side binding (Django's default),"
+        )
+        + f" {os.cpu_count()} CPUs shared by client, server and database;"
         f" {options.workers} workers, {options.concurrency} requests in flight."
         + (
             f" {options.app_servers} app servers, through PgBouncer (transaction pooling), with Redis."
@@ -1473,7 +1509,7 @@ def run_server(
     """Issue links, start the server ``kind``, run every phase on it and stop it."""
     rng = random.Random(options.seed)
     links = make_links(f"load-{kind}", options.links)
-    environment = site_environment(pg_port, kind)
+    environment = site_environment(pg_port, kind, options.prepared)
     if shared is not None:
         environment.update(shared.environment())
     servers = [
@@ -1606,11 +1642,11 @@ def check_all(
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     started = time.monotonic()
-    cluster, pg_port = start_postgresql()
+    cluster, pg_port = start_postgresql(options.durable)
     pg = server_settings(pg_port)
     shared = start_shared(cluster, pg_port) if options.app_servers > 1 else None
     try:
-        setup_django(site_environment(pg_port))
+        setup_django(site_environment(pg_port, prepared=options.prepared))
         print(
             "sesame_db load test"
             + (" (--quick)" if options.quick else "")

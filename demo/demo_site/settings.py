@@ -9,7 +9,8 @@ Environment variables switch it to a production-like setup for the load test
 - ``DEMO_PGHOST`` (with ``DEMO_PGPORT``, ``DEMO_PGDATABASE``, ``DEMO_PGUSER``,
   ``DEMO_PGPASSWORD``) moves the database to PostgreSQL, with persistent
   connections (``DEMO_CONN_MAX_AGE`` seconds, 600 by default) and health checks,
-  or with ``DEMO_PG_POOL=1`` a pool of connections (psycopg[pool]);
+  or with ``DEMO_PG_POOL=1`` a pool of connections (psycopg[pool]), and with
+  ``DEMO_PG_PREPARED=1`` server-side binding with prepared statements;
 - ``DEMO_SESAME_LOG_LEVEL`` sets the level of the ``sesame_db`` logger (DEBUG);
 - ``DEMO_URLCONF`` replaces the URLconf, to add views around the demo's.
 
@@ -101,6 +102,13 @@ if os.environ.get("DEMO_PGHOST"):
             "OPTIONS": {"pool": True} if pool else {},
         }
     }
+    if os.environ.get("DEMO_PG_PREPARED") == "1":
+        # Django's opt-in: psycopg prepares a statement once it has run
+        # prepare_threshold times, and PostgreSQL stops planning it on
+        # each request (docs/performance.rst).
+        DATABASES["default"]["OPTIONS"].update(
+            server_side_binding=True, prepare_threshold=5
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
