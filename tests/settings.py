@@ -45,6 +45,13 @@ if TEST_DB == "postgresql":
 
     try:
         DATABASES["default"] = database_settings()
+        # SESAME_TEST_PG_PREPARED=1: server-side binding with prepared
+        # statements, Django's opt-in of psycopg 3 (docs/performance.rst).
+        if os.environ.get("SESAME_TEST_PG_PREPARED"):
+            DATABASES["default"]["OPTIONS"] = {
+                "server_side_binding": True,
+                "prepare_threshold": 1,
+            }
     except Unavailable as exc:
         if os.environ.get("CI"):
             raise
@@ -58,6 +65,11 @@ DATABASES["other"] = {
     **DATABASES["default"],
     **({"NAME": "other"} if TEST_DB == "postgresql" else {}),
 }
+if TEST_DB == "postgresql" and os.environ.get("SESAME_TEST_PG_PREPARED"):
+    # Maybe a subprocess of tests/test_prepared.py, on the parent's server:
+    # test databases of its own, which it destroys at the end.
+    for _alias, _database in DATABASES.items():
+        _database["TEST"] = {"NAME": f"test_sesame_db_prepared_{_alias}"}
 
 TEMPLATES = [
     {
