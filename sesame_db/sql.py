@@ -350,7 +350,8 @@ def _build_consume(
 
     Return the statements; the parameters of the status condition, where
     ``_USE_TIME`` stands for the time of the use; and the user fields whose
-    values they take as parameters after those of the token, in this order.
+    values they take as parameters after those of the token and the
+    token's user key twice, in this order.
 
     """
     IssuedToken, TokenEvent = get_models()
@@ -411,9 +412,14 @@ def _build_consume(
             f" AND {column(aliases[field.model], field)} {same if field.null else '='} %s"
             for field in guarded
         )
+        # The user's key is a parameter, not a reference to the token's row:
+        # PostgreSQL plans an uncorrelated EXISTS as a one-time filter
+        # rather than joining the two tables, and with Django's default
+        # client-side binding, it plans the statement at every use
+        # (docs/performance.rst).
         update += (
-            f" AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
-            f"WHERE {column('u', user_field.target_field)} = {token_table}.{t['user']}{conditions})"
+            f" AND {t['user']} = %s AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
+            f"WHERE {column('u', user_field.target_field)} = %s{conditions})"
         )
     # SESAME_SYNCHRONOUS_COMMIT = False: the transaction of the statement
     # doesn't wait for its WAL flush, as SET LOCAL would do it, from within
@@ -512,8 +518,12 @@ def consume(
         record.pk,
         *[moment if param is _USE_TIME else param for param in prebuilt.active_params],
     ]
+    # The driver gets what the ORM would send: a UUID key becomes a string
+    # on SQLite, for example.
+    user_id = prebuilt.user_field.get_db_prep_value(record.user_id, connection)
     if prebuilt.guarded:
         user = record.user
+        params += [user_id, user_id]
         params += [
             field.get_db_prep_value(getattr(user, field.attname), connection)
             for field in prebuilt.guarded
@@ -539,9 +549,6 @@ def consume(
         with connection.cursor() as cursor:
             cursor.execute(prebuilt.statements[0], params + values)
             return bool(cursor.rowcount == 1)
-    # The driver gets what the ORM would send: a UUID key becomes a string
-    # on SQLite, for example.
-    user_id = prebuilt.user_field.get_db_prep_value(record.user_id, connection)
     audit_params = [values[0], record.pk, user_id, *values[1:]]
     if driver is not None and connection.autocommit and not connection.in_atomic_block:
         # The transaction of the two statements, without atomic()'s

@@ -591,3 +591,36 @@ class SynchronousCommitTests(TransactionTestCase):
             with connection.cursor() as cursor:
                 cursor.execute("SHOW synchronous_commit")
                 self.assertEqual(cursor.fetchone(), ("on",))
+
+
+@pytest.mark.postgresql
+class PlanTests(TestCase):
+    """What PostgreSQL plans for the statement of a use, which it does at every use with client-side binding."""
+
+    def test_the_users_row_is_a_one_time_filter(self) -> None:
+        # The compare-and-set on the user's row takes the user's key as a
+        # parameter: an uncorrelated EXISTS, planned as a one-time filter
+        # rather than a join of the two tables, which costs more to plan
+        # (docs/performance.rst).
+        user = get_user_model().objects.create_user("john", "john@example.com", "x")
+        token, record = issue_token(user)
+        plans: list[str] = []
+
+        def explain(
+            execute: Any, sql: str, params: Any, many: bool, context: Any
+        ) -> Any:
+            if sql.startswith("WITH used AS (UPDATE"):
+                with connection.cursor() as cursor:
+                    cursor.execute(f"EXPLAIN {sql}", params)
+                    plans.append("\n".join(row[0] for row in cursor.fetchall()))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(explain):
+            self.assertEqual(get_user(token), user)
+        [plan] = plans
+        self.assertIn("One-Time Filter", plan)
+        self.assertNotIn("Join", plan)
+        self.assertNotIn("Nested Loop", plan)
+        self.assertNotIn("SubPlan", plan)
+        record.refresh_from_db()
+        self.assertEqual(record.use_count, 1)
