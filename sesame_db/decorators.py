@@ -21,7 +21,7 @@ from . import browsers
 from .confirm import ALL_ALIASES, atomic_requests, mark_view, needs_confirmation
 from .exceptions import DatabaseUnavailable, InvalidToken
 from .responses import rejected_response, unavailable_response
-from .utils import acheck_link, check_link, database_unavailable
+from .utils import acheck_link, check_link, database_unavailable, require_scope
 
 if TYPE_CHECKING:
     from .models import IssuedToken
@@ -142,10 +142,7 @@ def authenticate(
     raises rolls back its own changes, but not the use of the link.
 
     """
-    if guests and not scope:
-        raise ImproperlyConfigured(
-            "authenticate(guests=True) requires a scope: guest links always have one"
-        )
+    require_scope(guests, scope, "authenticate")
     if view is None:
         return functools.partial(
             authenticate,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError
 from django.db.models import Model
 from django.http import HttpRequest
@@ -566,6 +567,21 @@ async def acheck_user(
     return user
 
 
+def require_scope(guests: bool, scope: str, entry: str) -> None:
+    """
+    Raise :exc:`~django.core.exceptions.ImproperlyConfigured` if ``entry`` accepts guest links without a ``scope``.
+
+    Guest links always have a scope, so such an entry point would refuse
+    every one of them. Every entry point that accepts guest links calls
+    this: when it's configured, where it can be, and at each check.
+
+    """
+    if guests and not scope:
+        raise ImproperlyConfigured(
+            f"{entry}(guests=True) requires a scope: guest links always have one"
+        )
+
+
 def check_link(
     request_or_token: Any,
     scope: str = "",
@@ -586,7 +602,12 @@ def check_link(
     returns ``(user, link)``, and a stateless token ``(user, None)``.
     ``request.sesame_link`` is set to the link when there's one.
 
+    Raise :exc:`~django.core.exceptions.ImproperlyConfigured` for
+    ``guests`` without a ``scope``, token or not: guest links always have
+    one.
+
     """
+    require_scope(guests, scope, "check_link")
     request, token = _split(request_or_token, token)
     user, link, rejection = _check_user(
         request, token, scope, max_age, update_last_login, guests
@@ -606,6 +627,7 @@ async def acheck_link(
     token: str | None = None,
 ) -> tuple[AbstractBaseUser | None, IssuedToken | None]:
     """See :func:`check_link`."""
+    require_scope(guests, scope, "acheck_link")
     request, token = _split(request_or_token, token)
     user, link, rejection = await _acheck_user(
         request, token, scope, max_age, update_last_login, guests

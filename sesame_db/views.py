@@ -26,7 +26,7 @@ from .confirm import ALL_ALIASES, confirm_enabled, mark_view, needs_confirmation
 from .decorators import decorate
 from .exceptions import DatabaseUnavailable, InvalidToken
 from .responses import is_rate_limited, rate_limited_response, unavailable_response
-from .utils import check_user, database_unavailable
+from .utils import check_user, database_unavailable, require_scope
 
 __all__ = ["LoginView", "TokenAuthenticationMixin"]
 
@@ -208,6 +208,12 @@ class TokenAuthenticationMixin:
         """Return the scope that the token must have: ``scope`` formatted with the view's arguments."""
         return self.scope.format(*self.args, **self.kwargs)
 
+    def _token_scope(self, *args: Any, **kwargs: Any) -> str:
+        # Computed when a token is checked, not before.
+        scope = self.get_scope()
+        require_scope(self.guests, scope, type(self).__name__)
+        return scope
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         parent = super().dispatch  # type: ignore[misc]
         method = (request.method or "").lower()
@@ -221,7 +227,7 @@ class TokenAuthenticationMixin:
 
         return decorate(
             view,
-            lambda *args, **kwargs: self.get_scope(),
+            self._token_scope,
             self.max_age,
             required=self.required,
             permanent=self.permanent,

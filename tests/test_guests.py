@@ -14,12 +14,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import time_machine
+from asgiref.sync import async_to_sync
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection
 from django.http import HttpResponse
 from django.test import RequestFactory, TestCase, override_settings
+from django.views.generic import View
 
 from sesame_db import browsers
 from sesame_db.decorators import authenticate
@@ -38,6 +40,7 @@ from sesame_db.utils import (
     issue_guest_tokens,
     issue_token,
 )
+from sesame_db.views import TokenAuthenticationMixin
 
 from .mixins import AsyncNumQueriesMixin, CreateUserMixin, capture_login_failed
 
@@ -417,7 +420,8 @@ class CheckLinkTests(GuestTestCase):
         paths = {"sync": check_link, "async": async_to_sync(acheck_link)}
         seen = set()
         for guests in [False, True]:
-            for scope in ["report:1", "report:2", ""]:
+            # Without a scope, guests=True is refused: see below.
+            for scope in ["report:1", "report:2", ""][: 2 + (not guests)]:
                 cases: list[dict[str, Any]] = [
                     {},
                     {"bind_to_browser": True},
@@ -833,3 +837,58 @@ class HostileRecipientTests(CreateUserMixin, TestCase):
                 token, link = issue_guest_token(recipient, "report:1")
                 link.refresh_from_db()
                 self.assertEqual(link.recipient, recipient)
+
+
+class GuestsRequireAScopeTests(GuestTestCase):
+    """Every entry point that accepts guest links requires a scope: guest links always have one."""
+
+    def test_at_each_check(self):
+        class UnscopedView(TokenAuthenticationMixin, View):
+            guests = True
+
+            def get(self, request):
+                return HttpResponse("reached")
+
+        class FormattedToNothing(UnscopedView):
+            scope = "{kind}"
+
+        events = self.events()
+        factory = RequestFactory()
+        request = factory.get(self.url("/"))
+        entries = [
+            ("check_link", lambda token: check_link(token, guests=True)),
+            (
+                "check_link",
+                lambda token: check_link(request, "", guests=True, token=token),
+            ),
+            (
+                "acheck_link",
+                lambda token: async_to_sync(acheck_link)(token, guests=True),
+            ),
+            (
+                "UnscopedView",
+                lambda token: UnscopedView.as_view()(factory.get(self.url("/", token))),
+            ),
+            (
+                "FormattedToNothing",
+                lambda token: FormattedToNothing.as_view()(
+                    factory.get(self.url("/", token)), kind=""
+                ),
+            ),
+        ]
+        for name, call in entries:
+            # With the guest link, and without a token.
+            for token in [self.token, None]:
+                with (
+                    self.subTest(name, token=token),
+                    self.assertRaisesMessage(
+                        ImproperlyConfigured,
+                        f"{name}(guests=True) requires a scope: guest links always have one",
+                    ),
+                    self.assertNumQueries(0),
+                ):
+                    call(token)
+        # Nothing was used or recorded.
+        self.link.refresh_from_db()
+        self.assertEqual(self.link.use_count, 0)
+        self.assertEqual(self.events(), events)

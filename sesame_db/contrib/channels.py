@@ -30,7 +30,7 @@ from sesame_db.responses import (  # noqa: F401
     TRY_AGAIN_LATER,
     close_code,
 )
-from sesame_db.utils import acheck_link
+from sesame_db.utils import acheck_link, require_scope
 
 if TYPE_CHECKING:
     from sesame_db.models import IssuedToken
@@ -193,6 +193,7 @@ class SesameAuthMiddleware:
         required: bool = False,
         guests: bool = False,
     ) -> None:
+        require_scope(guests, scope, type(self).__name__)
         self.inner = inner
         self.guests = guests
         # Not self.scope: in ASGI, "scope" is the connection.

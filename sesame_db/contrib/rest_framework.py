@@ -25,7 +25,7 @@ from sesame_db.confirm import SAFE_METHODS, confirm_enabled
 from sesame_db.exceptions import DatabaseUnavailable, InvalidToken
 from sesame_db.ratelimit import retry_after
 from sesame_db.responses import RETRY_AFTER, is_rate_limited
-from sesame_db.utils import check_link
+from sesame_db.utils import check_link, require_scope
 
 if TYPE_CHECKING:
     from sesame_db.models import IssuedToken
@@ -131,6 +131,7 @@ class SesameTokenAuthentication(BaseAuthentication):  # type: ignore[misc]
         :exc:`ServiceUnavailable` when the database fails during the check.
 
         """
+        require_scope(self.guests, self.scope, type(self).__name__)
         # The Django request: the audit trail records its client and path.
         django_request: HttpRequest = getattr(request, "_request", request)
         token = self.get_header_token(request)

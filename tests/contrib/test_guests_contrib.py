@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.test import RequestFactory, TestCase, override_settings
 from django.urls import path
@@ -40,6 +41,10 @@ class MemberAuthentication(SesameTokenAuthentication):
     scope = "report:1"
 
 
+class UnscopedGuestAuthentication(SesameTokenAuthentication):
+    guests = True
+
+
 class HasLink(BasePermission):  # type: ignore[misc]
     def has_permission(self, request, view):
         return request.user.is_authenticated or request.auth is not None
@@ -68,10 +73,15 @@ class Member(Report):
     authentication_classes = [MemberAuthentication]
 
 
+class Unscoped(Report):
+    authentication_classes = [UnscopedGuestAuthentication]
+
+
 urlpatterns = [
     path("report/", Report.as_view()),
     path("members-only/", MembersOnly.as_view()),
     path("member/", Member.as_view()),
+    path("unscoped/", Unscoped.as_view()),
 ]
 
 
@@ -121,6 +131,26 @@ class RestFrameworkGuestTests(CreateUserMixin, TestCase):
         token, _ = issue_guest_token(GUEST, "report:2")
         response = self.client.get("/report/", HTTP_AUTHORIZATION=f"Sesame {token}")
         self.assertEqual(response.status_code, 401)
+
+    def test_guests_require_a_scope(self):
+        # Guest links always have one: the view is misconfigured, whatever
+        # the request has.
+        requests: list[tuple[str, dict[str, str]]] = [
+            ("/unscoped/", {"Authorization": f"Sesame {self.token}"}),
+            (f"/unscoped/?sesame={self.token}", {}),
+            ("/unscoped/", {}),
+        ]
+        for url, headers in requests:
+            with (
+                self.subTest(url, headers=headers),
+                self.assertRaisesMessage(
+                    ImproperlyConfigured,
+                    "UnscopedGuestAuthentication(guests=True) requires a scope",
+                ),
+                self.assertNumQueries(0),
+            ):
+                self.client.get(url, headers=headers)
+        self.assertFalse(TokenEvent.objects.exclude(kind="issued").exists())
 
     def test_user_link(self):
         token, link = issue_token(self.user, "report:1")
@@ -189,6 +219,13 @@ class ChannelsGuestTests(ChannelsTestCase):
             ).values_list("reason", flat=True)
         ]
         self.assertEqual(reasons, ["guest_link"])
+
+    def test_guests_require_a_scope(self):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured,
+            "SesameAuthMiddleware(guests=True) requires a scope",
+        ):
+            SesameAuthMiddleware(WhoAmIConsumer.as_asgi(), guests=True)
 
     async def test_only_in_its_scope(self):
         token, _ = await sync_to_async(issue_guest_token)(GUEST, "report:1")
