@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
@@ -28,6 +29,13 @@ logger = logging.getLogger("sesame_db")
 
 #: Tokens revoked per transaction by :func:`revoke`.
 BATCH_SIZE = 1000
+
+# What a guest link's recipient can't contain, which issuing refuses, as
+# the admin's form does, and which no link is shared with: the control
+# characters of Unicode (category Cc). NUL, which PostgreSQL can't store,
+# line breaks, which would forge log lines, and terminal escapes have no
+# place in an email address or a name.
+RECIPIENT_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _pk(user: AbstractBaseUser | None) -> Any:
@@ -91,8 +99,17 @@ class IssuedTokenQuerySet(models.QuerySet[Any]):
         return self.guests().filter(issued_by=user)
 
     def shared_with(self, recipient: str) -> IssuedTokenQuerySet:
-        """Guest links shared with ``recipient``, compared without regard to case, as email addresses are in practice."""
-        return self.guests().filter(recipient__iexact=recipient.strip())
+        """
+        Guest links shared with ``recipient``, compared without regard to case, as email addresses are in practice.
+
+        None for a recipient with control characters, which no link can
+        have: such input doesn't reach the database, which may refuse it.
+
+        """
+        recipient = recipient.strip()
+        if RECIPIENT_CONTROL_CHARACTERS.search(recipient):
+            return self.none()
+        return self.guests().filter(recipient__iexact=recipient)
 
     def revoke(
         self,

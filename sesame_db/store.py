@@ -13,7 +13,6 @@ import datetime
 import functools
 import hmac
 import logging
-import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from . import browsers, managers, sql, tokens_store
 from .clients import client_info, client_ip
 from .conf import conf
 from .exceptions import InvalidToken, Reason
+from .managers import RECIPIENT_CONTROL_CHARACTERS
 from .signals import token_issued, token_rejected, token_used
 
 if TYPE_CHECKING:
@@ -55,11 +55,6 @@ logger = logging.getLogger("sesame_db")
 
 BATCH_SIZE = 1000
 
-# What a guest link's recipient can't contain, here and in the admin's form:
-# the control characters of Unicode (category Cc). NUL, which PostgreSQL
-# can't store, line breaks, which would forge log lines, and terminal
-# escapes have no place in an email address or a name.
-RECIPIENT_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # The hot path's prebuilt SQL, called through these names.
 _fetch = sql.fetch

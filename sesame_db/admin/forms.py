@@ -20,8 +20,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
 from sesame_db.conf import conf
+from sesame_db.managers import RECIPIENT_CONTROL_CHARACTERS
 from sesame_db.models import IssuedToken
-from sesame_db.store import RECIPIENT_CONTROL_CHARACTERS
 
 if TYPE_CHECKING:
     _ModelForm = forms.ModelForm[Any]

@@ -1,5 +1,5 @@
 """
-Find the users named on the command line of sesame_db's management commands.
+Read what the command line of sesame_db's management commands names: users, and text.
 
 """
 
@@ -10,7 +10,20 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-__all__ = ["find_user"]
+__all__ = ["find_user", "text"]
+
+
+def text(value: str, option: str) -> str:
+    """
+    Return ``value``, or raise :exc:`~django.core.management.base.CommandError` if it contains a NUL character.
+
+    PostgreSQL can neither store nor compare text with NUL; no username,
+    scope or label has one.
+
+    """
+    if "\x00" in value:
+        raise CommandError(f"{option} can't contain NUL characters")
+    return value
 
 
 def find_user(value: str, option: str) -> AbstractBaseUser:
@@ -22,6 +35,7 @@ def find_user(value: str, option: str) -> AbstractBaseUser:
     another: the latter can then be named by their username.
 
     """
+    text(value, option)
     User = get_user_model()
     manager = User._default_manager
     try:

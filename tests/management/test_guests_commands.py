@@ -88,3 +88,61 @@ class RevokeRecipientTests(CreateUserMixin, TestCase):
     def test_empty_recipient(self):
         with self.assertRaisesMessage(CommandError, "--recipient expects a recipient"):
             run("sesame_db_revoke", "--recipient", "")
+
+
+class HostileArgumentsTests(CreateUserMixin, TestCase):
+    """Text that the database can't compare or store is refused before any query: PostgreSQL refuses NUL."""
+
+    def test_refused_before_any_query(self):
+        _, link = issue_guest_token(GUEST, "report:1")
+        cases = [
+            (["sesame_db_issue", "jo\x00hn"], "user can't contain NUL"),
+            (
+                ["sesame_db_issue", "john", "--scope", "a\x00"],
+                "--scope can't contain NUL",
+            ),
+            (
+                ["sesame_db_issue", "john", "--label", "a\x00"],
+                "--label can't contain NUL",
+            ),
+            (["sesame_db_revoke", "--user", "jo\x00hn"], "--user can't contain NUL"),
+            (
+                ["sesame_db_revoke", "--issued-by", "\x00"],
+                "--issued-by can't contain NUL",
+            ),
+            (
+                ["sesame_db_revoke", "--scope", "report:\x001"],
+                "--scope can't contain NUL",
+            ),
+            (
+                ["sesame_db_revoke", "--scope", "report:1", "--reason", "\x00"],
+                "--reason can't contain NUL",
+            ),
+            (
+                ["sesame_db_revoke", "--recipient", f"{GUEST}\x00"],
+                "--recipient can't contain control characters",
+            ),
+            (
+                ["sesame_db_revoke", "--recipient", "guest\x1b[2J@example.com"],
+                "--recipient can't contain control characters",
+            ),
+        ]
+        for args, message in cases:
+            with (
+                self.subTest(args=args),
+                self.assertRaisesMessage(CommandError, message),
+                self.assertNumQueries(0),
+            ):
+                run(*args)
+        # Nothing was issued or revoked.
+        self.assertEqual(IssuedToken.objects.count(), 1)
+        link.refresh_from_db()
+        self.assertIsNone(link.revoked_at)
+
+    def test_shared_with_control_characters_finds_none(self):
+        issue_guest_token(GUEST, "report:1")
+        for recipient in [f"{GUEST}\x00", f"\x07{GUEST}", "guest\x85@example.com"]:
+            with self.subTest(recipient=recipient), self.assertNumQueries(0):
+                self.assertEqual(list(IssuedToken.objects.shared_with(recipient)), [])
+        # Surrounding whitespace, line breaks included, isn't part of it.
+        self.assertEqual(IssuedToken.objects.shared_with(f" {GUEST}\n").count(), 1)

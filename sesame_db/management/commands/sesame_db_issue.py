@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import NoReverseMatch, reverse
 
 from sesame_db.conf import conf
-from sesame_db.management.users import find_user
+from sesame_db.management.users import find_user, text
 from sesame_db.store import issue, issue_guests
 
 
@@ -124,6 +124,8 @@ class Command(BaseCommand):
         base_url = None if url is None else _base_url(url)
         if len(scope) > 255 or len(label) > 255:
             raise CommandError("--scope and --label are limited to 255 characters")
+        text(scope, "--scope")
+        text(label, "--label")
         guest = options.get("guest")
         bind = bool(options.get("bind_to_browser"))
         if guest is not None:

@@ -4,7 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sesame_db.management.users import find_user
+from sesame_db.management.users import find_user, text
+from sesame_db.managers import RECIPIENT_CONTROL_CHARACTERS
 from sesame_db.models import IssuedToken
 
 
@@ -82,8 +83,15 @@ class Command(BaseCommand):
             )
         if recipient is not None and not str(recipient).strip():
             raise CommandError("--recipient expects a recipient, got ''")
+        if recipient is not None and RECIPIENT_CONTROL_CHARACTERS.search(
+            str(recipient).strip()
+        ):
+            raise CommandError("--recipient can't contain control characters")
         if len(reason) > 255:
             raise CommandError("--reason is limited to 255 characters")
+        text(reason, "--reason")
+        if scope is not None:
+            text(scope, "--scope")
         links = IssuedToken.objects.all()
         if ids:
             wanted = set(_ids(ids))
