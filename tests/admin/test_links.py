@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime
 import re
 
+import time_machine
 from django.contrib.auth.models import User
 from django.test import RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import strip_tags
 
 from sesame_db.admin import IssuedTokenAdmin
 from sesame_db.admin.links import can_revoke
@@ -106,6 +109,25 @@ class PermissionTests(AdminTestCase):
         response = self.client.post(url(ISSUE), {"user": self.user.pk, "target": "/"})
         self.assertContains(response, 'id="issued-link"')
         self.assertEqual(IssuedToken.objects.filter(issued_by=self.adder).count(), 1)
+
+    def test_issued_page_shows_expiry_and_uses(self):
+        self.login(self.adder)
+        # An afternoon: in English, the date ends with "p.m.".
+        afternoon = timezone.make_aware(datetime.datetime(2026, 12, 5, 15, 0))
+        with time_machine.travel(afternoon, tick=False):
+            response = self.client.post(
+                url(ISSUE),
+                {"user": self.user.pk, "target": "/", "expires_in": 30, "max_uses": 3},
+            )
+        record = IssuedToken.objects.get(issued_by=self.adder)
+        shown = date_format(timezone.localtime(record.expires_at), "DATETIME_FORMAT")
+        self.assertTrue(shown.endswith("p.m."), shown)
+        text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
+        self.assertIn(f"Expires: {shown} Uses: Up to 3 times", text)
+        self.assertNotIn("..", text)
+        response = self.client.post(url(ISSUE), {"user": self.user.pk, "target": "/"})
+        text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
+        self.assertIn("Expires: Never Uses: Unlimited", text)
 
     def test_no_permission(self):
         self.login(self.nobody)
