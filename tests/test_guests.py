@@ -608,6 +608,34 @@ class BrowserBindingTests(GuestTestCase):
             self.client.get(self.url("/shared/1/")), Reason.OTHER_BROWSER
         )
 
+    def test_a_browser_stays_bound_to_max_bound_links(self):
+        # Other links' cookies, as many as the bound: binding one more link
+        # drops the oldest, by id, so the browser keeps MAX_BOUND.
+        others = range(10_000, 10_000 + browsers.MAX_BOUND)
+        cookies = [f"{browsers.cookie_name(pk)}={pk}:signature" for pk in others]
+        # Names that only look like the cookies of links are ignored.
+        hostile = ["sesame_db_link_\u00b2", "sesame_db_link_" + "9" * 5000]
+        cookies += [f"{name}=x" for name in hostile]
+        response = self.client.get(
+            self.url("/shared/1/"), HTTP_COOKIE="; ".join(cookies)
+        )
+        self.assertEqual(response.status_code, 200)
+        self.assertIn(browsers.cookie_name(self.link.pk), response.cookies)
+        deleted = [
+            name for name, cookie in response.cookies.items() if cookie["max-age"] == 0
+        ]
+        self.assertEqual(deleted, [browsers.cookie_name(10_000)])
+        # Fewer: none is dropped.
+        token, link = issue_guest_token(GUEST, "report:1", bind_to_browser=True)
+        response = self.client.get(
+            self.url("/shared/1/", token), HTTP_COOKIE="; ".join(cookies[1:])
+        )
+        self.assertIn(browsers.cookie_name(link.pk), response.cookies)
+        deleted = [
+            name for name, cookie in response.cookies.items() if cookie["max-age"] == 0
+        ]
+        self.assertEqual(deleted, [])
+
     def test_forged_cookie_is_refused(self):
         self.client.get(self.url("/shared/1/"))
         other = self.client_class()
