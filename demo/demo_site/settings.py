@@ -87,6 +87,12 @@ if os.environ.get("DEMO_PGHOST"):
     # disable persistent connections, DEMO_PG_POOL=1 uses psycopg's pool
     # instead, whose connections are checked when taken.
     pool = os.environ.get("DEMO_PG_POOL") == "1"
+    options: dict[str, object] = {"pool": True} if pool else {}
+    if os.environ.get("DEMO_PG_PREPARED") == "1":
+        # Django's opt-in: psycopg prepares a statement once it has run
+        # prepare_threshold times, and PostgreSQL stops planning it on
+        # each request (docs/performance.rst).
+        options.update(server_side_binding=True, prepare_threshold=5)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
@@ -99,16 +105,9 @@ if os.environ.get("DEMO_PGHOST"):
             if pool
             else int(os.environ.get("DEMO_CONN_MAX_AGE", "600")),
             "CONN_HEALTH_CHECKS": True,
-            "OPTIONS": {"pool": True} if pool else {},
+            "OPTIONS": options,
         }
     }
-    if os.environ.get("DEMO_PG_PREPARED") == "1":
-        # Django's opt-in: psycopg prepares a statement once it has run
-        # prepare_threshold times, and PostgreSQL stops planning it on
-        # each request (docs/performance.rst).
-        DATABASES["default"]["OPTIONS"].update(
-            server_side_binding=True, prepare_threshold=5
-        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

@@ -54,13 +54,13 @@ def share_report(request: HttpRequest, pk: int) -> HttpResponse:
     title, _ = _get_report(pk)
     # A stored link: it can be revoked, and every use is audited.
     query_string = get_query_string(
-        request.user,
+        request.user,  # type: ignore[arg-type]
         scope=f"report:{pk}",
         store=True,
         max_age=3600,
         max_uses=5,
         label=f"Share of {title}",
-        issued_by=request.user,
+        issued_by=request.user,  # type: ignore[arg-type]
     )
     link = request.build_absolute_uri(reverse("report", args=[pk]) + query_string)
     return render(request, "demo/share.html", {"title": title, "link": link})
