@@ -184,6 +184,9 @@ def test_email_me_a_link_uses_the_login_flow(demo):
     visitor = browser()
     status, url, page = get(visitor, request_link)
     assert (status, url) == (200, f"{base}/auth/login/request/")
+    # In the demo's layout: its navigation, around sesame_db's form.
+    assert 'href="/">Home</a>' in page, page
+    assert 'name="email"' in page
     [csrf] = re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
     data = urllib.parse.urlencode(
         {"csrfmiddlewaretoken": csrf, "email": "demo@example.com"}

@@ -38,8 +38,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "sesame_db",
+    # Before sesame_db: its templates override sesame_db's.
     "demo_site",
+    "sesame_db",
 ]
 
 MIDDLEWARE = [
