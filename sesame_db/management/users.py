@@ -13,20 +13,22 @@ from django.core.management.base import CommandError
 __all__ = ["find_user", "text"]
 
 
-def text(value: str, option: str) -> str:
+def text(value: object, option: str) -> str:
     """
-    Return ``value``, or raise :exc:`~django.core.management.base.CommandError` if it contains a NUL character.
+    Return ``value`` as a string, or raise :exc:`~django.core.management.base.CommandError` if it contains a NUL character.
 
     PostgreSQL can neither store nor compare text with NUL; no username,
-    scope or label has one.
+    scope or label has one. :func:`~django.core.management.call_command`
+    passes keyword arguments as they are, such as a user's primary key.
 
     """
-    if "\x00" in value:
+    string = str(value)
+    if "\x00" in string:
         raise CommandError(f"{option} can't contain NUL characters")
-    return value
+    return string
 
 
-def find_user(value: str, option: str) -> AbstractBaseUser:
+def find_user(value: object, option: str) -> AbstractBaseUser:
     """
     Return the user whose username, or else primary key, is ``value``.
 
@@ -35,7 +37,7 @@ def find_user(value: str, option: str) -> AbstractBaseUser:
     another: the latter can then be named by their username.
 
     """
-    text(value, option)
+    value = text(value, option)
     User = get_user_model()
     manager = User._default_manager
     try:

@@ -143,11 +143,13 @@ class RestFrameworkGuestTests(CreateUserMixin, TestCase):
         for url, headers in requests:
             with (
                 self.subTest(url, headers=headers),
+                # Outside assertRaises, which swallows the exception:
+                # assertNumQueries doesn't count when one goes through.
+                self.assertNumQueries(0),
                 self.assertRaisesMessage(
                     ImproperlyConfigured,
                     "UnscopedGuestAuthentication(guests=True) requires a scope",
                 ),
-                self.assertNumQueries(0),
             ):
                 self.client.get(url, headers=headers)
         self.assertFalse(TokenEvent.objects.exclude(kind="issued").exists())

@@ -126,12 +126,19 @@ class HostileArgumentsTests(CreateUserMixin, TestCase):
                 ["sesame_db_revoke", "--recipient", "guest\x1b[2J@example.com"],
                 "--recipient can't contain control characters",
             ),
+            # With --id, whose check queries, still before any query.
+            (
+                ["sesame_db_revoke", "--id", str(link.pk), "--user", "\x00"],
+                "--user can't contain NUL",
+            ),
         ]
         for args, message in cases:
             with (
                 self.subTest(args=args),
-                self.assertRaisesMessage(CommandError, message),
+                # Outside assertRaises, which swallows the exception:
+                # assertNumQueries doesn't count when one goes through.
                 self.assertNumQueries(0),
+                self.assertRaisesMessage(CommandError, message),
             ):
                 run(*args)
         # Nothing was issued or revoked.
@@ -146,3 +153,16 @@ class HostileArgumentsTests(CreateUserMixin, TestCase):
                 self.assertEqual(list(IssuedToken.objects.shared_with(recipient)), [])
         # Surrounding whitespace, line breaks included, isn't part of it.
         self.assertEqual(IssuedToken.objects.shared_with(f" {GUEST}\n").count(), 1)
+
+    def test_call_command_with_keys(self):
+        # call_command() passes keyword arguments as they are: a user's
+        # primary key is an int, not a string.
+        _, link = issue_token(self.user, "report:1")
+        out, _ = run("sesame_db_revoke", user=self.user.pk, dry_run=True)
+        self.assertEqual(out, "Would revoke 1 link.")
+        out, _ = run("sesame_db_revoke", issued_by=self.user.pk, scope="report:1")
+        self.assertEqual(out, "Revoked 0 links.")
+        out, _ = run("sesame_db_revoke", user=self.user.pk, scope="report:1")
+        self.assertEqual(out, "Revoked 1 link.")
+        link.refresh_from_db()
+        self.assertIsNotNone(link.revoked_at)

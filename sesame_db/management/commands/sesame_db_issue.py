@@ -122,10 +122,10 @@ class Command(BaseCommand):
         max_age = None if expires_in is None else _minutes(expires_in)
         uses = None if max_uses is None else _max_uses(max_uses)
         base_url = None if url is None else _base_url(url)
+        scope = text(scope, "--scope")
+        label = text(label, "--label")
         if len(scope) > 255 or len(label) > 255:
             raise CommandError("--scope and --label are limited to 255 characters")
-        text(scope, "--scope")
-        text(label, "--label")
         guest = options.get("guest")
         bind = bool(options.get("bind_to_browser"))
         if guest is not None:

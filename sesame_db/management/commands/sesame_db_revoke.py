@@ -87,11 +87,16 @@ class Command(BaseCommand):
             str(recipient).strip()
         ):
             raise CommandError("--recipient can't contain control characters")
+        # Before any query: text the database can't compare or store.
+        reason = text(reason, "--reason")
         if len(reason) > 255:
             raise CommandError("--reason is limited to 255 characters")
-        text(reason, "--reason")
         if scope is not None:
-            text(scope, "--scope")
+            scope = text(scope, "--scope")
+        if user is not None:
+            user = text(user, "--user")
+        if issued_by is not None:
+            issued_by = text(issued_by, "--issued-by")
         links = IssuedToken.objects.all()
         if ids:
             wanted = set(_ids(ids))
