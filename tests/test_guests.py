@@ -608,33 +608,58 @@ class BrowserBindingTests(GuestTestCase):
             self.client.get(self.url("/shared/1/")), Reason.OTHER_BROWSER
         )
 
+    def bound_cookie(self, pk, when):
+        # What the first use of link pk at ``when`` set, through the API.
+        response = HttpResponse()
+        link = IssuedToken(pk=pk, expires_at=None)
+        with time_machine.travel(when, tick=False):
+            browsers.set_cookie(response, RequestFactory().get("/"), link)
+        return f"{browsers.cookie_name(pk)}={response.cookies[browsers.cookie_name(pk)].value}"
+
+    def deleted(self, response):
+        return [
+            name for name, cookie in response.cookies.items() if cookie["max-age"] == 0
+        ]
+
     def test_a_browser_stays_bound_to_max_bound_links(self):
-        # Other links' cookies, as many as the bound: binding one more link
-        # drops the oldest, by id, so the browser keeps MAX_BOUND.
-        others = range(10_000, 10_000 + browsers.MAX_BOUND)
-        cookies = [f"{browsers.cookie_name(pk)}={pk}:signature" for pk in others]
-        # Names that only look like the cookies of links are ignored.
-        hostile = ["sesame_db_link_\u00b2", "sesame_db_link_" + "9" * 5000]
-        cookies += [f"{name}=x" for name in hostile]
+        # Bindings to as many other links as the bound, made in decreasing
+        # order of id, then link 20000: binding one more drops the one bound
+        # first, 10038, rather than the lowest id.
+        start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+            days=30
+        )
+        pks = [20_000, *range(10_000, 10_000 + browsers.MAX_BOUND - 1)]
+        cookies = [
+            self.bound_cookie(pk, start + datetime.timedelta(hours=index))
+            for index, pk in enumerate(reversed(pks))
+        ]
+        genuine = dict(cookie.split("=", 1) for cookie in cookies)
+        # Forged cookies, names that only look like a link's, and another
+        # name for link 10000 with its genuine value don't count.
+        cookies += [f"{browsers.cookie_name(pk)}={pk}:forged" for pk in range(1, 100)]
+        cookies += [
+            "sesame_db_link_\u00b2=x",
+            "sesame_db_link_" + "9" * 5000 + "=x",
+            "sesame_db_link_010000=" + genuine[browsers.cookie_name(10_000)],
+        ]
         response = self.client.get(
             self.url("/shared/1/"), HTTP_COOKIE="; ".join(cookies)
         )
         self.assertEqual(response.status_code, 200)
         self.assertIn(browsers.cookie_name(self.link.pk), response.cookies)
-        deleted = [
-            name for name, cookie in response.cookies.items() if cookie["max-age"] == 0
-        ]
-        self.assertEqual(deleted, [browsers.cookie_name(10_000)])
+        self.assertNotEqual(
+            response.cookies[browsers.cookie_name(self.link.pk)]["max-age"], 0
+        )
+        first = browsers.cookie_name(pks[-1])
+        self.assertEqual(self.deleted(response), [first])
         # Fewer: none is dropped.
         token, link = issue_guest_token(GUEST, "report:1", bind_to_browser=True)
+        rest = [cookie for cookie in cookies if not cookie.startswith(first + "=")]
         response = self.client.get(
-            self.url("/shared/1/", token), HTTP_COOKIE="; ".join(cookies[1:])
+            self.url("/shared/1/", token), HTTP_COOKIE="; ".join(rest)
         )
         self.assertIn(browsers.cookie_name(link.pk), response.cookies)
-        deleted = [
-            name for name, cookie in response.cookies.items() if cookie["max-age"] == 0
-        ]
-        self.assertEqual(deleted, [])
+        self.assertEqual(self.deleted(response), [])
 
     def test_forged_cookie_is_refused(self):
         self.client.get(self.url("/shared/1/"))
