@@ -65,11 +65,11 @@ DATABASES["other"] = {
     **DATABASES["default"],
     **({"NAME": "other"} if TEST_DB == "postgresql" else {}),
 }
-if TEST_DB == "postgresql" and os.environ.get("SESAME_TEST_PG_PREPARED"):
-    # Maybe a subprocess of tests/test_prepared.py, on the parent's server:
-    # test databases of its own, which it destroys at the end.
+if TEST_DB == "postgresql" and os.environ.get("SESAME_TEST_PG_SUBPROCESS"):
+    # A subprocess of tests/test_prepared.py, on the parent's server: test
+    # databases of its own, which it destroys at the end.
     for _alias, _database in DATABASES.items():
-        _database["TEST"] = {"NAME": f"test_sesame_db_prepared_{_alias}"}
+        _database["TEST"] = {"NAME": f"test_sesame_db_subprocess_{_alias}"}
 
 TEMPLATES = [
     {

@@ -43,7 +43,11 @@ def test_with_prepared_statements() -> None:
         text=True,
         # The subprocess finds the parent's PostgreSQL server through the
         # environment (SESAME_TEST_DB, SESAME_TEST_PGSOCKET).
-        env={**os.environ, "SESAME_TEST_PG_PREPARED": "1"},
+        env={
+            **os.environ,
+            "SESAME_TEST_PG_PREPARED": "1",
+            "SESAME_TEST_PG_SUBPROCESS": "1",
+        },
         cwd=ROOT,
         timeout=900,
         check=False,
