@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -51,6 +52,24 @@ STATUS_STYLES = {
     IssuedToken.Status.REVOKED: "#b02a37",
     IssuedToken.Status.USED_UP: "#8a6100",
 }
+
+
+def refuse_nul(request: HttpRequest) -> HttpResponseRedirect | None:
+    """
+    Answer a change list's query string with NUL as Django's admin answers an invalid lookup.
+
+    The query string becomes lookups and searches, and PostgreSQL can't
+    compare text with NUL: it would fail with a ``DataError``. The admin
+    redirects such requests to the change list with ``?e=1``, where it says
+    that the filters were wrong.
+
+    """
+    if any(
+        "\x00" in key or any("\x00" in value for value in values)
+        for key, values in request.GET.lists()
+    ):
+        return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+    return None
 
 
 # Large tables.

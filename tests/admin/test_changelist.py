@@ -562,3 +562,27 @@ class QueryBudgetTests(AdminTestCase):
         self.assertEqual(response.context["link_events_total"], 100)
         self.assertEqual(one, hundred)
         self.assertEqual(one, self.CHANGE_QUERIES)
+
+
+class HostileParametersTests(AdminTestCase):
+    """The change lists answer a query string with NUL as an invalid lookup: PostgreSQL can't compare text with NUL."""
+
+    def test_nul_and_garbage(self):
+        self.login(self.superuser)
+        parameters = [
+            "scope=%00",
+            "scope=report%001",
+            "q=%00",
+            "q=john%00",
+            "status=%00",
+            "for=%00",
+            "kind=%00",
+            "reason=%00",
+            "created_at__gte=%00",
+        ]
+        for name in [CHANGELIST, EVENTS]:
+            for query in parameters:
+                with self.subTest(name, query=query):
+                    response = self.client.get(f"{url(name)}?{query}")
+                    # As the admin answers an invalid lookup, on every database.
+                    self.assertRedirects(response, f"{url(name)}?e=1")
