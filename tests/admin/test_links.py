@@ -128,6 +128,11 @@ class PermissionTests(AdminTestCase):
         response = self.client.post(url(ISSUE), {"user": self.user.pk, "target": "/"})
         text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
         self.assertIn("Expires: Never Uses: Unlimited", text)
+        response = self.client.post(
+            url(ISSUE), {"user": self.user.pk, "target": "/", "max_uses": 1}
+        )
+        text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
+        self.assertIn("Uses: Once", text)
 
     def test_no_permission(self):
         self.login(self.nobody)
