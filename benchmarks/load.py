@@ -244,9 +244,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     args = parser.parse_args(argv)
     if args.prepared and args.app_servers > 1:
-        # PgBouncer before 1.21 can't keep prepared statements in
-        # transaction pooling mode: each transaction may get another server
-        # connection, which doesn't have them.
+        # The PgBouncer that it starts (Debian's, 1.18) can't keep prepared
+        # statements in transaction pooling mode: each transaction may get
+        # another server connection, which doesn't have them.
         parser.error("--prepared doesn't go through PgBouncer: use one app server")
     for name in ("workers", "concurrency", "requests", "duration", "links"):
         value = getattr(args, name)
