@@ -121,7 +121,9 @@ class IssueLinkForm(forms.Form):
         label=_("Target"),
         max_length=2000,
         initial="/",
-        help_text=_("A path on this site, such as /reports/42/."),
+        help_text=_(
+            "A path on this site whose view accepts tokens, such as /reports/42/."
+        ),
     )
 
     def __init__(

@@ -125,6 +125,7 @@ class PermissionTests(AdminTestCase):
         text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
         self.assertIn(f"Expires: {shown} Uses: Up to 3 times", text)
         self.assertNotIn("..", text)
+        self.assertIn(f"See Link #{record.pk} for john", text)
         response = self.client.post(url(ISSUE), {"user": self.user.pk, "target": "/"})
         text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
         self.assertIn("Expires: Never Uses: Unlimited", text)
