@@ -20,7 +20,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -54,22 +54,26 @@ STATUS_STYLES = {
 }
 
 
-def refuse_nul(request: HttpRequest) -> HttpResponseRedirect | None:
+class RefuseNulMixin:
     """
     Answer a change list's query string with NUL as Django's admin answers an invalid lookup.
 
     The query string becomes lookups and searches, and PostgreSQL can't
-    compare text with NUL: it would fail with a ``DataError``. The admin
-    redirects such requests to the change list with ``?e=1``, where it says
-    that the filters were wrong.
+    compare text with NUL: it would fail with a ``DataError``. The admins
+    of links and events redirect such requests to the change list with
+    ``?e=1``, where the admin says that the filters were wrong.
 
     """
-    if any(
-        "\x00" in key or any("\x00" in value for value in values)
-        for key, values in request.GET.lists()
-    ):
-        return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
-    return None
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if any(
+            "\x00" in key or any("\x00" in value for value in values)
+            for key, values in request.GET.lists()
+        ):
+            return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+        return super().changelist_view(request, extra_context)  # type: ignore[misc,no-any-return]
 
 
 # Large tables.

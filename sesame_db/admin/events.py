@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from sesame_db.admin.changelist import (
     EstimatedCountPaginator,
+    RefuseNulMixin,
     get_object_or_none,
-    refuse_nul,
     token_change_link,
     user_or_id,
     user_search_fields,
@@ -36,7 +36,7 @@ __all__ = [
 
 
 @admin.register(TokenEvent)
-class TokenEventAdmin(_ModelAdmin):
+class TokenEventAdmin(RefuseNulMixin, _ModelAdmin):
     """
     The admin of the audit trail: read-only.
 
@@ -81,11 +81,6 @@ class TokenEventAdmin(_ModelAdmin):
         "method",
         "path",
     )
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        return refuse_nul(request) or super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

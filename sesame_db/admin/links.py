@@ -38,10 +38,10 @@ from sesame_db.admin.changelist import (
     EstimatedCountPaginator,
     GuestFilter,
     LinkColumns,
+    RefuseNulMixin,
     ScopeFilter,
     StatusFilter,
     get_object_or_none,
-    refuse_nul,
     short_datetime,
     user_or_id,
     user_search_fields,
@@ -112,7 +112,7 @@ def can_revoke(request: HttpRequest) -> bool:
 
 
 @admin.register(IssuedToken)
-class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
+class IssuedTokenAdmin(RefuseNulMixin, LinkColumns, _ModelAdmin):
     """
     The admin of issued links.
 
@@ -178,11 +178,6 @@ class IssuedTokenAdmin(LinkColumns, _ModelAdmin):
             {"fields": ["issued_by", "revoked_at", "revoked_by", "revoke_reason"]},
         ),
     ]
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        return refuse_nul(request) or super().changelist_view(request, extra_context)
 
     @admin.display(description=_("user or guest"), ordering="user")
     def user_or_guest(self, obj: IssuedToken) -> str:
