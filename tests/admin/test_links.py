@@ -111,29 +111,26 @@ class PermissionTests(AdminTestCase):
         self.assertEqual(IssuedToken.objects.filter(issued_by=self.adder).count(), 1)
 
     def test_issued_page_shows_expiry_and_uses(self):
+        def issued_text(data):
+            response = self.client.post(
+                url(ISSUE), {"user": self.user.pk, "target": "/", **data}
+            )
+            # The page's words, as a reader sees them.
+            return re.sub(r"\s+", " ", strip_tags(response.content.decode()))
+
         self.login(self.adder)
         # An afternoon: in English, the date ends with "p.m.".
         afternoon = timezone.make_aware(datetime.datetime(2026, 12, 5, 15, 0))
         with time_machine.travel(afternoon, tick=False):
-            response = self.client.post(
-                url(ISSUE),
-                {"user": self.user.pk, "target": "/", "expires_in": 30, "max_uses": 3},
-            )
+            text = issued_text({"expires_in": 30, "max_uses": 3})
         record = IssuedToken.objects.get(issued_by=self.adder)
         shown = date_format(timezone.localtime(record.expires_at), "DATETIME_FORMAT")
         self.assertTrue(shown.endswith("p.m."), shown)
-        text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
         self.assertIn(f"Expires: {shown} Uses: Up to 3 times", text)
         self.assertNotIn("..", text)
         self.assertIn(f"See Link #{record.pk} for john", text)
-        response = self.client.post(url(ISSUE), {"user": self.user.pk, "target": "/"})
-        text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
-        self.assertIn("Expires: Never Uses: Unlimited", text)
-        response = self.client.post(
-            url(ISSUE), {"user": self.user.pk, "target": "/", "max_uses": 1}
-        )
-        text = re.sub(r"\s+", " ", strip_tags(response.content.decode()))
-        self.assertIn("Uses: Once", text)
+        self.assertIn("Expires: Never Uses: Unlimited", issued_text({}))
+        self.assertIn("Uses: Once", issued_text({"max_uses": 1}))
 
     def test_no_permission(self):
         self.login(self.nobody)
