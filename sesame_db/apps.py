@@ -11,9 +11,11 @@ class SesameDbConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core import checks
+        from django.db.models.signals import post_migrate
 
         from . import checks as sesame_checks
         from .backends import replace_update_last_login
+        from .store import install_functions
 
         checks.register(sesame_checks.check_settings, checks.Tags.security)
         checks.register(sesame_checks.check_user_model, checks.Tags.models)
@@ -25,3 +27,7 @@ class SesameDbConfig(AppConfig):
         # login() mustn't write last_login again after a one-time token's
         # consumption wrote it; see sesame_db.backends.update_last_login().
         replace_update_last_login()
+        # The PostgreSQL functions of a use: see sesame_db.sql.
+        post_migrate.connect(
+            install_functions, sender=self, dispatch_uid="sesame_db.install_functions"
+        )

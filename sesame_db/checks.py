@@ -326,7 +326,7 @@ def check_migrations(
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """
-    Check that the migrations of the database store are applied.
+    Check that the migrations of the database store are applied, and on PostgreSQL, its functions installed.
 
     Like Django's database checks, it runs only when ``databases`` is given:
     ``manage.py check --database default`` and the test runner; not in
@@ -366,6 +366,22 @@ def check_migrations(
                     id="sesame_db.W004",
                 )
             )
+        elif connections[alias].vendor == "postgresql":
+            from .store import missing_functions
+
+            try:
+                missing = missing_functions(alias)
+            except DatabaseError:
+                continue
+            if missing:
+                warnings.append(
+                    Warning(
+                        f"The database {alias!r} lacks functions of sesame_db for the current settings: {', '.join(missing)}. "
+                        "Stored links work without them, but each use costs more.",
+                        hint=f"Run: manage.py migrate --database {alias}",
+                        id="sesame_db.W009",
+                    )
+                )
     return warnings
 
 

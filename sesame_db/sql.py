@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
+import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.core.signals import setting_changed
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import (
     DateTimeField,
     Exists,
@@ -42,7 +44,9 @@ if TYPE_CHECKING:
 
     from .models import IssuedToken, TokenEvent
 
-__all__ = ["consume", "fetch"]
+__all__ = ["consume", "drop_functions", "fetch", "install_functions"]
+
+logger = logging.getLogger("sesame_db")
 
 
 def get_models() -> tuple[type[IssuedToken], type[TokenEvent]]:
@@ -187,6 +191,8 @@ def clear_sql(*, setting: str, **kwargs: Any) -> None:
     if setting in ("DATABASES", "AUTH_USER_MODEL"):
         _select.cache_clear()
         _consume_statements.cache_clear()
+    if setting == "DATABASES":
+        _installed.clear()
 
 
 def _hidden_user(pk: int) -> InvalidToken:
@@ -289,6 +295,16 @@ def _guarded_fields(
     return fields
 
 
+class _Function(NamedTuple):
+    """A PostgreSQL function that runs the statement of :func:`consume`."""
+
+    name: str
+    # CREATE OR REPLACE FUNCTION ...
+    create: str
+    # SELECT name(%s::type, ...): one integer, the number of uses counted.
+    call: str
+
+
 class _Consume(NamedTuple):
     """The prebuilt SQL of :func:`consume` for a database."""
 
@@ -301,6 +317,8 @@ class _Consume(NamedTuple):
     user_field: Field[Any, Any]
     # What starts a transaction on SQLite, as Django does it.
     begin: str
+    # On PostgreSQL, the function that runs the statement, if it can be one.
+    function: _Function | None
 
 
 @functools.cache
@@ -313,7 +331,7 @@ def _consume_statements(
     guest: bool = False,
     first: bool = False,
 ) -> _Consume:
-    statements, active_params, guarded = _build_consume(
+    statements, active_params, guarded, types = _build_consume(
         db, audit, password, email, asynchronous, guest, first
     )
     connection = connections[db]
@@ -328,7 +346,18 @@ def _consume_statements(
         guarded,
         IssuedToken._meta.get_field("user"),
         "BEGIN" if mode is None else f"BEGIN {mode}",
+        None if types is None else _function(statements[0], types),
     )
+
+
+def _types(
+    connection: BaseDatabaseWrapper, types: list[str | None]
+) -> tuple[str, ...] | None:
+    # Only PostgreSQL runs the statement in a function, and only where
+    # every parameter has a type.
+    if connection.vendor != "postgresql" or None in types:
+        return None
+    return tuple(t for t in types if t is not None)
 
 
 def _build_consume(
@@ -339,7 +368,12 @@ def _build_consume(
     asynchronous: bool,
     guest: bool = False,
     first: bool = False,
-) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[Field[Any, Any], ...]]:
+) -> tuple[
+    tuple[str, ...],
+    tuple[Any, ...],
+    tuple[Field[Any, Any], ...],
+    tuple[str, ...] | None,
+]:
     """
     Build the SQL of :func:`consume` for database ``db``.
 
@@ -351,7 +385,9 @@ def _build_consume(
     Return the statements; the parameters of the status condition, where
     ``_USE_TIME`` stands for the time of the use; and the user fields whose
     values they take as parameters after those of the token and the
-    token's user key twice, in this order.
+    token's user key twice, in this order. On PostgreSQL, where it's one
+    statement, return the types of its parameters too, for a function that
+    runs it (see :func:`_function`); elsewhere, :obj:`None`.
 
     """
     IssuedToken, TokenEvent = get_models()
@@ -368,6 +404,23 @@ def _build_consume(
         .query
     )
     active_sql, active_params = active.get_compiler(db).compile(active.where)
+
+    def pg_type(model: type[Model], name: str) -> str | None:
+        # Without its modifier: a function's parameter ignores it, and a
+        # cast to varchar(n) would cut the value rather than refuse it.
+        db_type = model._meta.get_field(name).db_type(connection)
+        return None if db_type is None else re.sub(r"\(.*\)", "", db_type).strip()
+
+    # The types of the parameters, in their order, for PostgreSQL.
+    types = [
+        pg_type(IssuedToken, "last_used_at"),
+        pg_type(IssuedToken, "modified"),
+        pg_type(IssuedToken, IssuedToken._meta.pk.name),
+        *[
+            pg_type(IssuedToken, "expires_at") if param is _USE_TIME else None
+            for param in active_params
+        ],
+    ]
     update_set = (
         f"UPDATE {token_table} "
         f"SET {t['use_count']} = {t['use_count']} + 1, {t['last_used_at']} = %s, {t['modified']} = %s "
@@ -412,6 +465,8 @@ def _build_consume(
             f" AND {column(aliases[field.model], field)} {same if field.null else '='} %s"
             for field in guarded
         )
+        types += [pg_type(IssuedToken, "user")] * 2
+        types += [pg_type(field.model, field.name) for field in guarded]
         # The user's key is a parameter, not a reference to the token's row:
         # PostgreSQL plans an uncorrelated EXISTS as a one-time filter
         # rather than joining the two tables, and with Django's default
@@ -434,7 +489,12 @@ def _build_consume(
             )
         else:
             update = update_set + update
-        return (update,), tuple(active_params), tuple(guarded)
+        return (
+            (update,),
+            tuple(active_params),
+            tuple(guarded),
+            _types(connection, types),
+        )
     update = update_set + update
     insert = (
         f"INSERT INTO {qn(TokenEvent._meta.db_table)} ({e['created_at']}, {e['kind']}, {e['reason']}, {e['token']}, "
@@ -442,6 +502,18 @@ def _build_consume(
     )
     used = f"'{TokenEvent.Kind.USED.value}'"
     if connection.vendor == "postgresql":
+        types += [
+            pg_type(TokenEvent, name)
+            for name in (
+                "created_at",
+                "scope",
+                "recipient",
+                "ip",
+                "user_agent",
+                "method",
+                "path",
+            )
+        ]
         # One statement, atomic by itself: one round trip.
         return (
             (
@@ -452,6 +524,7 @@ def _build_consume(
             ),
             tuple(active_params),
             tuple(guarded),
+            _types(connection, types),
         )
     return (
         (
@@ -460,7 +533,128 @@ def _build_consume(
         ),
         tuple(active_params),
         tuple(guarded),
+        None,
     )
+
+
+# PostgreSQL functions.
+#
+# With Django's default client-side binding, PostgreSQL parses and plans
+# every statement it gets, at every use: for the statement of consume(),
+# that took more than the statement's work and its durable commit together
+# (docs/performance.rst). PL/pgSQL plans the statements of a function once
+# per session and keeps the plans, as a prepared statement would, but
+# without a prepared statement's name on the connection, which poolers in
+# transaction mode can't follow. So on PostgreSQL, the statement of
+# consume() runs in a function: the same statement, built by the code above,
+# with its placeholders numbered. Its name ends with a digest of its
+# definition, so a process only ever calls a function that runs the very
+# statement it would run; "migrate" installs the functions of the current
+# settings (sesame_db.store.install_functions), and where one is missing,
+# the statement runs as it is.
+
+_FUNCTION_PREFIX = "sesame_db_use_"
+# The functions of that name that each database has, read at the first use
+# of a process, or when installing them.
+_installed: dict[str, frozenset[str]] = {}
+# What PostgreSQL answers when a function is missing, or can't be called.
+_UNDEFINED_FUNCTION = "42883"
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def _function(statement: str, types: tuple[str, ...]) -> _Function | None:
+    """Return the function that runs ``statement``, whose parameters have ``types``."""
+    numbers = iter(range(1, len(types) + 1))
+    body = _FORMAT_QMARK_RE.sub(lambda match: f"${next(numbers)}", statement)
+    body = body.replace("%%", "%")
+    if next(numbers, None) is not None or "$sesame_db$" in body:
+        return None
+    # The row count of the statement: of the INSERT of the audit event,
+    # which inserts one row if the UPDATE counted the use. Its variable has
+    # a name no column takes precedence over.
+    definition = (
+        f"({', '.join(types)}) RETURNS integer LANGUAGE plpgsql AS $sesame_db$\n"
+        "#variable_conflict use_column\n"
+        "DECLARE sesame_db_count integer;\n"
+        f"BEGIN\n{body};\n"
+        "GET DIAGNOSTICS sesame_db_count = ROW_COUNT;\n"
+        "RETURN sesame_db_count;\n"
+        "END\n$sesame_db$"
+    )
+    digest = hashlib.sha256(definition.encode()).hexdigest()[:24]
+    name = f"{_FUNCTION_PREFIX}{digest}"
+    arguments = ", ".join(f"%s::{t}" for t in types)
+    return _Function(
+        name,
+        f"CREATE OR REPLACE FUNCTION {name}{definition}",
+        f"SELECT {name}({arguments})",
+    )
+
+
+def _list_functions(db: str) -> frozenset[str]:
+    """Read the names of the functions that ``db`` has and lets its user call."""
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            "SELECT p.proname FROM pg_catalog.pg_proc p "
+            "WHERE p.proname LIKE %s AND pg_catalog.pg_function_is_visible(p.oid) "
+            "AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')",
+            [_FUNCTION_PREFIX.replace("_", "\\_") + "%"],
+        )
+        names = frozenset(name for (name,) in cursor.fetchall())
+    _installed[db] = names
+    return names
+
+
+def _has_function(db: str, function: _Function) -> bool:
+    names = _installed.get(db)
+    if names is None:
+        names = _list_functions(db)
+    return function.name in names
+
+
+def install_functions(db: str, variants: list[tuple[bool, ...]]) -> list[str]:
+    """
+    Create the functions of :func:`consume`'s ``variants`` on PostgreSQL database ``db``, and return their names.
+
+    Each variant is the arguments of :func:`_consume_statements` after
+    ``db``. Functions are created or replaced, and never dropped: another
+    version of the code may still call them during a deployment.
+
+    """
+    created = []
+    connection = connections[db]
+    with transaction.atomic(using=db), connection.cursor() as cursor:
+        for variant in variants:
+            function = _consume_statements(db, *variant).function
+            if function is not None:
+                cursor.execute(function.create)
+                created.append(function.name)
+    _list_functions(db)
+    return created
+
+
+def drop_functions(db: str) -> list[str]:
+    """Drop the functions of :func:`consume` that ``db`` has, in any version; return their names."""
+    connection = connections[db]
+    with transaction.atomic(using=db), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.oid::regprocedure::text, p.proname FROM pg_catalog.pg_proc p "
+            "WHERE p.proname LIKE %s AND pg_catalog.pg_function_is_visible(p.oid)",
+            [_FUNCTION_PREFIX.replace("_", "\\_") + "%"],
+        )
+        functions = cursor.fetchall()
+        for signature, _name in functions:
+            cursor.execute(f"DROP FUNCTION {signature}")
+    _installed[db] = frozenset()
+    return [name for _signature, name in functions]
+
+
+def _missing_function(error: DatabaseError) -> bool:
+    # Django's exception wraps the driver's: psycopg's has sqlstate,
+    # psycopg2's pgcode.
+    cause = error.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return code in (_UNDEFINED_FUNCTION, _INSUFFICIENT_PRIVILEGE)
 
 
 def consume(
@@ -540,6 +734,27 @@ def consume(
             info.get("method", ""),
             info.get("path", ""),
         ]
+    function = prebuilt.function
+    if function is not None and _has_function(db, function):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(function.call, params + values)
+                row = cursor.fetchone()
+            return bool(row is not None and row[0] == 1)
+        except DatabaseError as error:
+            if not _missing_function(error):
+                raise
+            # Dropped since the process read the list: read it again at
+            # the next use. In a transaction, the error aborted it.
+            _installed.pop(db, None)
+            if connection.in_atomic_block:
+                raise
+            logger.warning(
+                "The function %s of sesame_db is missing in database %r: "
+                "run migrate to install it. The statement runs without it.",
+                function.name,
+                db,
+            )
     driver = _driver_connection(connection)
     if len(prebuilt.statements) == 1:
         if driver is not None:

@@ -324,6 +324,72 @@ def _consume(
     )
 
 
+# The PostgreSQL functions of _consume(): see sesame_db.sql.
+
+
+# The name of the migration that brings them: "migrate sesame_db" back
+# before it drops them, and without it, there's none to install.
+FUNCTIONS_MIGRATION = "0005_functions"
+
+
+def function_variants() -> list[tuple[bool, ...]]:
+    """Return the arguments of the statements that :func:`_consume` may run with the current settings."""
+    return [
+        (
+            conf.AUDIT,
+            conf.INVALIDATE_ON_PASSWORD_CHANGE,
+            conf.INVALIDATE_ON_EMAIL_CHANGE,
+            asynchronous,
+            guest,
+            first,
+        )
+        # Without synchronous_commit, a use in a transaction runs
+        # synchronously anyway: see sesame_db.sql.consume().
+        for asynchronous in ((False,) if conf.SYNCHRONOUS_COMMIT else (False, True))
+        for guest in (False, True)
+        for first in (False, True)
+    ]
+
+
+def missing_functions(using: str) -> list[str]:
+    """Return the names of the PostgreSQL functions of the current settings that database ``using`` lacks."""
+    names = []
+    for variant in function_variants():
+        function = sql._consume_statements(using, *variant).function
+        if function is not None:
+            names.append(function.name)
+    installed = sql._list_functions(using)
+    return [name for name in names if name not in installed]
+
+
+def install_functions(
+    using: str = "default", verbosity: int = 1, **kwargs: Any
+) -> None:
+    """
+    Install the PostgreSQL functions of the current settings in database ``using``.
+
+    Connected to :data:`~django.db.models.signals.post_migrate`: every
+    ``migrate`` installs them, where the store's migrations are applied and
+    the routers allow them.
+
+    """
+    from django.db import connections
+    from django.db.migrations.recorder import MigrationRecorder
+
+    IssuedToken, _ = get_models()
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not router.allow_migrate_model(
+        using, IssuedToken
+    ):
+        return
+    applied = MigrationRecorder(connection).applied_migrations()
+    if ("sesame_db", FUNCTIONS_MIGRATION) not in applied:
+        return
+    names = sql.install_functions(using, function_variants())
+    if verbosity >= 2:
+        print(f"Installed the functions of sesame_db: {', '.join(names)}")
+
+
 # How many times redeem() tries the UPDATE when the user's row changes
 # between the SELECT and the UPDATE without failing the checks.
 _ATTEMPTS = 3

@@ -144,6 +144,11 @@ def last_login_updates(queries):
     ]
 
 
+def is_function_call(sql):
+    """Tell whether ``sql`` calls the PostgreSQL function of a use (see sesame_db.sql)."""
+    return sql.lstrip().startswith("SELECT sesame_db_use_")
+
+
 def statement(sql):
     """Return the first keyword of ``sql``: SELECT, UPDATE, INSERT, WITH..."""
     return sql.lstrip().split(None, 1)[0].upper()
@@ -210,5 +215,15 @@ class FailingDatabaseMixin(CreateUserMixin):
     @staticmethod
     def is_use(sql):
         # The conditional UPDATE of the use count; on PostgreSQL, the CTE
-        # that also inserts the "used" event.
-        return statement(sql) in ("UPDATE", "WITH") and "sesame_db_issuedtoken" in sql
+        # that also inserts the "used" event, or the function that runs it.
+        return is_function_call(sql) or (
+            statement(sql) in ("UPDATE", "WITH") and "sesame_db_issuedtoken" in sql
+        )
+
+    @staticmethod
+    def is_used_event(sql):
+        # The INSERT of the "used" event; on PostgreSQL, the statement of
+        # the use, or the function that runs it.
+        return is_function_call(sql) or (
+            "INSERT INTO" in sql and "sesame_db_tokenevent" in sql
+        )

@@ -6,6 +6,7 @@ import types
 from io import StringIO
 from unittest import mock
 
+import pytest
 from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
@@ -14,6 +15,7 @@ from django.db import OperationalError, connections
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import SimpleTestCase, TestCase, override_settings
 
+from sesame_db import store
 from sesame_db.backends import ModelBackend
 from sesame_db.checks import (
     check_backends,
@@ -25,6 +27,7 @@ from sesame_db.checks import (
 )
 
 from .mixins import IsolateDjangoSesameMixin
+from .test_sql import installed_functions
 
 SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -606,6 +609,29 @@ class TestCheckMigrations(TestCase):
             ids(check_migrations(app_configs=app_configs, databases=["default"])),
             ["sesame_db.W004"],
         )
+
+    @pytest.mark.postgresql
+    def test_w009_missing_functions(self):
+        # Settings that migrate didn't install the functions of.
+        with override_settings(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True):
+            missing = store.missing_functions("default")
+            warnings = check_migrations(databases=["default"])
+            # Those of guest links check no user's row: they're the same.
+            self.assertEqual(len(missing), 2)
+            self.assertEqual(ids(warnings), ["sesame_db.W009"])
+            self.assertFalse(warnings[0].is_serious())
+            self.assertEqual(
+                warnings[0].msg,
+                "The database 'default' lacks functions of sesame_db for the current "
+                f"settings: {', '.join(missing)}. "
+                "Stored links work without them, but each use costs more.",
+            )
+            self.assertEqual(
+                warnings[0].hint, "Run: manage.py migrate --database default"
+            )
+            installed_functions(self, "default", store.function_variants())
+            self.assertEqual(store.missing_functions("default"), [])
+            self.assertEqual(check_migrations(databases=["default"]), [])
 
     def test_unreachable_database(self):
         with mock.patch(

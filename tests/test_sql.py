@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, connections, router, transaction
+from django.core.management import call_command
+from django.db import (
+    IntegrityError,
+    ProgrammingError,
+    connection,
+    connections,
+    router,
+    transaction,
+)
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -35,9 +44,86 @@ else:
 
 HOUR = datetime.timedelta(hours=1)
 
+# Every variant of consume()'s statement: audit, password, email,
+# asynchronous, guest, first.
+ALL_VARIANTS = list(itertools.product([False, True], repeat=6))
+
+
+def installed_functions(test: Any, db: str, variants: list[tuple[bool, ...]]) -> None:
+    """
+    Install the PostgreSQL functions of ``variants`` on ``db`` for ``test``.
+
+    Its cleanup drops those it created and restores what the process knew
+    of the database's functions: a TestCase's transaction would roll them
+    back, but not a TransactionTestCase's.
+
+    """
+    before = sql._list_functions(db)
+    sql.install_functions(db, variants)
+
+    def drop() -> None:
+        with connections[db].cursor() as cursor:
+            for name in sql._list_functions(db) - before:
+                cursor.execute(f"DROP FUNCTION {name}")
+        sql._installed[db] = before
+
+    test.addCleanup(drop)
+
+
+def without_functions(test: Any, db: str) -> None:
+    """Drop the PostgreSQL functions of ``db`` for ``test``; its cleanup installs those of the test settings again."""
+    before = sql._list_functions(db)
+    sql.drop_functions(db)
+
+    def install() -> None:
+        store.install_functions(using=db, verbosity=0)
+        assert sql._list_functions(db) >= before
+        sql._installed[db] = before
+
+    test.addCleanup(install)
+
+
+def reinstall_functions(db: str = "default") -> None:
+    """Leave ``db`` with the functions of the test settings only, as migrate made them."""
+    sql.drop_functions(db)
+    store.install_functions(using=db, verbosity=0)
+
+
+def statement_of(query: str, db: str = "default") -> str:
+    """Return the statement that ``query`` runs: itself, or the statement of the function it calls."""
+    # A query as Django's cursor runs it, or as it logs it, with the values.
+    if query.startswith(f"SELECT {sql._FUNCTION_PREFIX}"):
+        name = query.removeprefix("SELECT ").split("(")[0]
+        for variant in ALL_VARIANTS:
+            prebuilt = sql._consume_statements(db, *variant)
+            if prebuilt.function is not None and prebuilt.function.name == name:
+                return prebuilt.statements[0]
+        raise AssertionError(f"No statement of consume() calls {query}")
+    return query
+
 
 class SqlEqualsOrm(_TestCase):
-    """:func:`sesame_db.sql.fetch` and :func:`sesame_db.sql.consume` against the ORM."""
+    """
+    :func:`sesame_db.sql.fetch` and :func:`sesame_db.sql.consume` against the ORM.
+
+    On PostgreSQL, the uses run in the functions that ``migrate`` installs,
+    installed here for every variant that the tests run, unless
+    ``functions`` is false: then they're dropped, and the statements run as
+    they are.
+
+    """
+
+    functions = True
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        db = router.db_for_write(IssuedToken)
+        if connections[db].vendor != "postgresql":
+            return
+        if self.functions:
+            installed_functions(self, db, ALL_VARIANTS)
+        else:
+            without_functions(self, db)
 
     def create_user(self, name: str, **extra: Any) -> Any:
         raise NotImplementedError
@@ -378,6 +464,27 @@ class DefaultUserModelTests(SqlEqualsOrm, TestCase):
         )
 
 
+@pytest.mark.postgresql
+class DefaultUserModelWithoutFunctionsTests(SqlEqualsOrm, TestCase):
+    """The same, where the database has no function: the statements run as they are."""
+
+    functions = False
+
+    def create_user(self, name: str, **extra: Any) -> Any:
+        return get_user_model().objects.create_user(
+            name, f"{name}@example.com", "letmein", **extra
+        )
+
+    def test_the_statements_run_as_they_are(self) -> None:
+        _, issued = store.issue(self.create_user("plain"))
+        record = sql.fetch("default", issued.pk)
+        assert record is not None
+        with CaptureQueriesContext(connection) as queries:
+            self.assertTrue(store._consume(record, timezone.now(), "", None, "default"))
+        [query] = queries.captured_queries
+        self.assertTrue(query["sql"].startswith("WITH used AS (UPDATE"), query["sql"])
+
+
 class DefaultUserModelAutocommitTests(SqlEqualsOrm, TransactionTestCase):
     """The same, outside a transaction: on SQLite, consume() runs its own on the driver's connection."""
 
@@ -510,8 +617,14 @@ class SynchronousCommitTests(TransactionTestCase):
     """SESAME_SYNCHRONOUS_COMMIT = False: the use's statement doesn't wait for its WAL flush."""
 
     SET = "set_config('synchronous_commit', 'off', true)"
+    # In the functions of the use, installed for every setting here.
+    functions = True
 
     def setUp(self) -> None:
+        if self.functions:
+            installed_functions(self, "default", ALL_VARIANTS)
+        else:
+            without_functions(self, "default")
         self.user = get_user_model().objects.create_user(
             "john", "john@example.com", "letmein"
         )
@@ -520,11 +633,18 @@ class SynchronousCommitTests(TransactionTestCase):
     def use_statements(self) -> list[str]:
         with CaptureQueriesContext(connection) as queries:
             self.assertEqual(get_user(self.token), self.user)
-        return [
+        calls = [
             query["sql"]
             for query in queries.captured_queries
-            if "sesame_db_issuedtoken" in query["sql"]
-            and not query["sql"].startswith("SELECT")
+            if query["sql"].startswith(f"SELECT {sql._FUNCTION_PREFIX}")
+        ]
+        self.assertEqual(len(calls), int(self.functions))
+        statements = [statement_of(query["sql"]) for query in queries.captured_queries]
+        return [
+            statement
+            for statement in statements
+            if "sesame_db_issuedtoken" in statement
+            and not statement.startswith("SELECT")
         ]
 
     def test_default_is_durable(self) -> None:
@@ -593,6 +713,12 @@ class SynchronousCommitTests(TransactionTestCase):
                 self.assertEqual(cursor.fetchone(), ("on",))
 
 
+class SynchronousCommitWithoutFunctionsTests(SynchronousCommitTests):
+    """The same, where the database has no function: the statement runs as it is."""
+
+    functions = False
+
+
 @pytest.mark.postgresql
 class PlanTests(TestCase):
     """What PostgreSQL plans for the statement of a use, which it does at every use with client-side binding."""
@@ -607,13 +733,16 @@ class PlanTests(TestCase):
         plans: list[str] = []
 
         def explain(
-            execute: Any, sql: str, params: Any, many: bool, context: Any
+            execute: Any, query: str, params: Any, many: bool, context: Any
         ) -> Any:
-            if sql.startswith("WITH used AS (UPDATE"):
+            # The statement that the function of the use runs: the same
+            # plan, which the function keeps (docs/performance.rst).
+            statement = statement_of(query)
+            if statement.startswith("WITH used AS (UPDATE"):
                 with connection.cursor() as cursor:
-                    cursor.execute(f"EXPLAIN {sql}", params)
+                    cursor.execute(f"EXPLAIN {statement}", params)
                     plans.append("\n".join(row[0] for row in cursor.fetchall()))
-            return execute(sql, params, many, context)
+            return execute(query, params, many, context)
 
         with connection.execute_wrapper(explain):
             self.assertEqual(get_user(token), user)
@@ -624,3 +753,114 @@ class PlanTests(TestCase):
         self.assertNotIn("SubPlan", plan)
         record.refresh_from_db()
         self.assertEqual(record.use_count, 1)
+
+
+@pytest.mark.postgresql
+class FunctionTests(TransactionTestCase):
+    """On PostgreSQL, a use runs its statement in the function that ``migrate`` installed."""
+
+    def setUp(self) -> None:
+        self.user = get_user_model().objects.create_user(
+            "john", "john@example.com", "letmein"
+        )
+        self.token, self.record = issue_token(self.user)
+
+    def use(self, token: str | None = None) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(get_user(token or self.token), self.user)
+        return [query["sql"] for query in queries.captured_queries]
+
+    def function(self, **settings: Any) -> sql._Function:
+        with override_settings(**settings):
+            [variant, *_] = store.function_variants()
+        function = sql._consume_statements("default", *variant).function
+        assert function is not None
+        return function
+
+    def test_migrate_installs_the_functions_of_the_settings(self) -> None:
+        # The test database was migrated with the test settings.
+        installed = sql._list_functions("default")
+        for variant in store.function_variants():
+            with self.subTest(variant=variant):
+                function = sql._consume_statements("default", *variant).function
+                assert function is not None
+                self.assertIn(function.name, installed)
+        # Without synchronous_commit, a use may run asynchronously: four more.
+        with override_settings(SESAME_SYNCHRONOUS_COMMIT=False):
+            self.assertEqual(len(store.function_variants()), 8)
+        self.assertEqual(len(store.function_variants()), 4)
+
+    def test_a_use_calls_the_function(self) -> None:
+        fetch, call = self.use()
+        self.assertTrue(fetch.startswith("SELECT t."), fetch)
+        self.assertTrue(call.startswith(f"SELECT {self.function().name}("), call)
+        record = IssuedToken.objects.get(pk=self.record.pk)
+        self.assertEqual(record.use_count, 1)
+        event = TokenEvent.objects.get(token=self.record, kind=TokenEvent.Kind.USED)
+        self.assertEqual(event.user_id, self.user.pk)
+
+    def test_its_name_follows_its_definition(self) -> None:
+        # Other settings, another statement: another function, which this
+        # database doesn't have yet. The statement runs as it is.
+        other = self.function(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True)
+        self.assertNotEqual(other.name, self.function().name)
+        self.assertNotIn(other.name, sql._list_functions("default"))
+        with override_settings(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True):
+            token, _ = issue_token(self.user)
+            [_, statement] = self.use(token)
+            self.assertTrue(statement.startswith("WITH used AS (UPDATE"), statement)
+            # migrate installs it.
+            self.addCleanup(reinstall_functions)
+            call_command("migrate", "sesame_db", verbosity=0)
+            self.assertIn(other.name, sql._list_functions("default"))
+            token, _ = issue_token(self.user)
+            [_, call] = self.use(token)
+            self.assertTrue(call.startswith(f"SELECT {other.name}("), call)
+        self.assertEqual(IssuedToken.objects.filter(use_count=1).count(), 2)
+
+    def test_the_first_use_of_a_process_reads_the_functions(self) -> None:
+        sql._installed.pop("default")
+        with self.assertNumQueries(3):  # SELECT, the list, the function.
+            self.assertEqual(get_user(self.token), self.user)
+        token, _ = issue_token(self.user)
+        with self.assertNumQueries(2):
+            self.assertEqual(get_user(token), self.user)
+
+    def test_a_function_dropped_since_it_was_read(self) -> None:
+        name = self.function().name
+        self.addCleanup(reinstall_functions)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP FUNCTION {name}")
+        self.assertIn(name, sql._installed["default"])
+        # Out of a transaction: the statement runs as it is, once.
+        with self.assertLogs("sesame_db", "WARNING") as logs:
+            self.assertEqual(get_user(self.token), self.user)
+        self.assertIn(f"The function {name} of sesame_db is missing", logs.output[0])
+        self.assertEqual(IssuedToken.objects.get(pk=self.record.pk).use_count, 1)
+        self.assertEqual(
+            TokenEvent.objects.filter(token=self.record, kind="used").count(), 1
+        )
+        # The next use reads the list again, and doesn't look for it.
+        token, record = issue_token(self.user)
+        with self.assertNumQueries(3):  # SELECT, the list, the statement.
+            self.assertEqual(get_user(token), self.user)
+        self.assertNotIn(name, sql._installed["default"])
+        # In a transaction, which the error aborted, it's raised: as a
+        # missing table would be.
+        sql._installed["default"] = frozenset([name])
+        token, record = issue_token(self.user)
+        with self.assertRaises(ProgrammingError), transaction.atomic():
+            get_user(token)
+        self.assertEqual(IssuedToken.objects.get(pk=record.pk).use_count, 0)
+
+    def test_migrating_back_drops_them(self) -> None:
+        self.addCleanup(call_command, "migrate", "sesame_db", verbosity=0)
+        call_command("migrate", "sesame_db", "0004", verbosity=0)
+        self.assertEqual(sql._list_functions("default"), frozenset())
+        # And they aren't installed again while the migration is unapplied.
+        store.install_functions(using="default")
+        self.assertEqual(sql._list_functions("default"), frozenset())
+        call_command("migrate", "sesame_db", verbosity=0)
+        installed = sql._list_functions("default")
+        self.assertIn(self.function().name, installed)
+        self.assertEqual(len(installed), 4)
