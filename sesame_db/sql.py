@@ -303,6 +303,9 @@ class _Function(NamedTuple):
     create: str
     # SELECT name(%s::type, ...): one integer, the number of uses counted.
     call: str
+    # The types of its parameters, and the statement it runs, with $1, $2...
+    types: tuple[str, ...]
+    body: str
 
 
 class _Consume(NamedTuple):
@@ -469,11 +472,13 @@ def _build_consume(
         types += [pg_type(field.model, field.name) for field in guarded]
         # The user's key is a parameter, not a reference to the token's row:
         # PostgreSQL plans an uncorrelated EXISTS as a one-time filter
-        # rather than joining the two tables, and with Django's default
-        # client-side binding, it plans the statement at every use
-        # (docs/performance.rst).
+        # rather than joining the two tables (docs/performance.rst). The
+        # token's user key is compared with the NULL-safe operator, which no
+        # index serves: a plan made without the values, as a function's
+        # may be, can't look the token up by its user, whose links may be
+        # many, rather than by its primary key. (It's never NULL here.)
         update += (
-            f" AND {t['user']} = %s AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
+            f" AND {t['user']} {same} %s AND EXISTS (SELECT 1 FROM {qn(concrete._meta.db_table)} u{joins} "
             f"WHERE {column('u', user_field.target_field)} = %s{conditions})"
         )
     # SESAME_SYNCHRONOUS_COMMIT = False: the transaction of the statement
@@ -588,6 +593,8 @@ def _function(statement: str, types: tuple[str, ...]) -> _Function | None:
         name,
         f"CREATE OR REPLACE FUNCTION {name}{definition}",
         f"SELECT {name}({arguments})",
+        types,
+        body,
     )
 
 

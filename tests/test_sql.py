@@ -754,6 +754,31 @@ class PlanTests(TestCase):
         record.refresh_from_db()
         self.assertEqual(record.use_count, 1)
 
+    def test_a_plan_without_the_values_finds_the_link_by_its_key(self) -> None:
+        # A function's statement may run on a generic plan, made without the
+        # values of its parameters: PL/pgSQL switches to one after five
+        # uses if it costs no more. It must still find the link by its
+        # primary key, not by its user's key, whose links may be many: the
+        # plan that PostgreSQL chose here, before statistics, when the
+        # statement compared the user's key with "=".
+        user = get_user_model().objects.create_user("john", "john@example.com", "x")
+        for _ in range(50):
+            issue_token(user)
+        for variant in ALL_VARIANTS:
+            function = sql._consume_statements("default", *variant).function
+            assert function is not None
+            with self.subTest(variant=variant), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                cursor.execute(
+                    f"PREPARE sesame_db_plan({', '.join(function.types)}) AS {function.body}"
+                )
+                nulls = ", ".join(f"NULL::{t}" for t in function.types)
+                cursor.execute(f"EXPLAIN EXECUTE sesame_db_plan({nulls})")
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                cursor.execute("DEALLOCATE sesame_db_plan")
+                self.assertIn("Index Scan using sesame_db_issuedtoken_pkey", plan)
+                self.assertNotIn("sesame_db_issuedtoken_user_id", plan)
+
 
 @pytest.mark.postgresql
 class FunctionTests(TransactionTestCase):
