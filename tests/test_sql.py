@@ -116,7 +116,7 @@ class SqlEqualsOrm(_TestCase):
     functions = True
 
     def setUp(self) -> None:
-        super().setUp()  # type: ignore[misc]
+        super().setUp()
         db = router.db_for_write(IssuedToken)
         if connections[db].vendor != "postgresql":
             return
