@@ -59,7 +59,7 @@ def one_statement(alias: str) -> tuple[str, Any]:
     table = qn(select.token_model._meta.db_table)
     column = qn(str(field.column))
     target_column = qn(str(field.target_field.column))
-    key = f" AND {column} = %s AND EXISTS"
+    key = f" AND {column} IS NOT DISTINCT FROM %s AND EXISTS"
     target = f"u.{target_column} = %s"
     assert key in statement and target in statement, statement
     statement = statement.replace(key, " AND EXISTS", 1).replace(

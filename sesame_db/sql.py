@@ -111,6 +111,14 @@ def _driver_connection(connection: BaseDatabaseWrapper) -> Any:
     return connection.connection
 
 
+def _pg_type(connection: BaseDatabaseWrapper, field: Any) -> str | None:
+    """Return the type of ``field``'s column for a function's parameter or result, or :obj:`None`."""
+    # Without its modifier: a function's parameter ignores it, and a cast
+    # to varchar(n) would cut the value rather than refuse it.
+    db_type = field.db_type(connection)
+    return None if db_type is None else re.sub(r"\(.*\)", "", db_type).strip()
+
+
 class _Select:
     """A prebuilt ``SELECT`` of a token joined to its user, with the converters of each column."""
 
@@ -133,6 +141,7 @@ class _Select:
         # With multi-table inheritance, user fields span several tables:
         # leave those models to the ORM. Proxy models share their table.
         self.sql: str | None = None
+        self.function: _Function | None = None
         concrete = User._meta.concrete_model
         assert concrete is not None
         if concrete._meta.parents:
@@ -153,6 +162,21 @@ class _Select:
         )
         self.sql = self.sql_select + self.sql_from
         self.qmark_sql = _qmark(self.sql)
+        # On PostgreSQL, the same SELECT in a function (see below), each
+        # column cast to the type of its result.
+        if connection.vendor == "postgresql":
+            types = [_pg_type(connection, f) for f in self.token_fields]
+            types += [_pg_type(connection, f) for f in self.user_fields]
+            key = _pg_type(connection, IssuedToken._meta.pk)
+            if key is not None and None not in types:
+                results = tuple(t for t in types if t is not None)
+                cast = [f"{c}::{t}" for c, t in zip(columns, results, strict=True)]
+                self.function = _function(
+                    "fetch",
+                    f"SELECT {', '.join(cast)}{self.sql_from}",
+                    (key,),
+                    results,
+                )
         # The user's key in the outer query, for the default manager's
         # subquery, when it may hide users.
         self.user_pk = RawSQL(column("u", User._meta.pk), ())
@@ -234,20 +258,25 @@ def fetch(db: str, pk: int) -> IssuedToken | None:
         ):
             raise _hidden_user(pk)
         return record
-    sql, params = select.sql, [pk]
-    if select.hides_users:
-        visible, visible_params = select.visible_sql(db)
-        sql = f"{select.sql_select}, {visible}{select.sql_from}"
-        params = [*visible_params, pk]
     connection = connections[db]
-    driver = None if select.hides_users else _driver_connection(connection)
-    if driver is not None:
-        with connection.wrap_database_errors:
-            row = driver.execute(select.qmark_sql, params).fetchone()
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
+    row: Any = _MISSING
+    if select.function is not None and not select.hides_users:
+        # On PostgreSQL, the function of the SELECT, if the database has it.
+        row = _call(db, select.function, [pk])
+    if row is _MISSING:
+        sql, params = select.sql, [pk]
+        if select.hides_users:
+            visible, visible_params = select.visible_sql(db)
+            sql = f"{select.sql_select}, {visible}{select.sql_from}"
+            params = [*visible_params, pk]
+        driver = None if select.hides_users else _driver_connection(connection)
+        if driver is not None:
+            with connection.wrap_database_errors:
+                row = driver.execute(select.qmark_sql, params).fetchone()
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
     if row is None:
         return None
     guest = row[select.user_id_index] is None
@@ -296,16 +325,19 @@ def _guarded_fields(
 
 
 class _Function(NamedTuple):
-    """A PostgreSQL function that runs the statement of :func:`consume`."""
+    """A PostgreSQL function that runs the statement of :func:`fetch` or :func:`consume`."""
 
     name: str
     # CREATE OR REPLACE FUNCTION ...
     create: str
-    # SELECT name(%s::type, ...): one integer, the number of uses counted.
+    # SELECT name(%s::type, ...), the number of uses counted, or
+    # SELECT * FROM name(%s::type), the rows of the SELECT.
     call: str
     # The types of its parameters, and the statement it runs, with $1, $2...
     types: tuple[str, ...]
     body: str
+    # The call with NULL values, which find no row: to check it.
+    check: str
 
 
 class _Consume(NamedTuple):
@@ -349,7 +381,7 @@ def _consume_statements(
         guarded,
         IssuedToken._meta.get_field("user"),
         "BEGIN" if mode is None else f"BEGIN {mode}",
-        None if types is None else _function(statements[0], types),
+        None if types is None else _function("use", statements[0], types),
     )
 
 
@@ -409,10 +441,7 @@ def _build_consume(
     active_sql, active_params = active.get_compiler(db).compile(active.where)
 
     def pg_type(model: type[Model], name: str) -> str | None:
-        # Without its modifier: a function's parameter ignores it, and a
-        # cast to varchar(n) would cut the value rather than refuse it.
-        db_type = model._meta.get_field(name).db_type(connection)
-        return None if db_type is None else re.sub(r"\(.*\)", "", db_type).strip()
+        return _pg_type(connection, model._meta.get_field(name))
 
     # The types of the parameters, in their order, for PostgreSQL.
     types = [
@@ -545,56 +574,81 @@ def _build_consume(
 # PostgreSQL functions.
 #
 # With Django's default client-side binding, PostgreSQL parses and plans
-# every statement it gets, at every use: for the statement of consume(),
-# that took more than the statement's work and its durable commit together
+# every statement it gets, at every use: for the two statements of a use,
+# that took about as long as their work and the durable commit together
 # (docs/performance.rst). PL/pgSQL plans the statements of a function once
 # per session and keeps the plans, as a prepared statement would, but
 # without a prepared statement's name on the connection, which poolers in
-# transaction mode can't follow. So on PostgreSQL, the statement of
-# consume() runs in a function: the same statement, built by the code above,
-# with its placeholders numbered. Its name ends with a digest of its
-# definition, so a process only ever calls a function that runs the very
-# statement it would run; "migrate" installs the functions of the current
-# settings (sesame_db.store.install_functions), and where one is missing,
-# the statement runs as it is.
+# transaction mode can't follow. So on PostgreSQL, the SELECT of fetch()
+# and the statement of consume() run in functions: the same statements,
+# built by the code above, with their placeholders numbered. A function's
+# name ends with a digest of its definition, so a process only ever calls
+# a function that runs the very statement it would run; "migrate" installs
+# the functions of the current settings (sesame_db.store.install_functions),
+# and where one is missing, the statement runs as it is.
 
-_FUNCTION_PREFIX = "sesame_db_use_"
-# The functions of that name that each database has, read at the first use
-# of a process, or when installing them.
+# Their names: sesame_db_fetch_<digest> and sesame_db_use_<digest>.
+_FUNCTION_NAME = r"^sesame_db_(fetch|use)_[0-9a-f]{24}$"
+# The names of those functions that each database has, read at the first
+# use of a process, or when installing them.
 _installed: dict[str, frozenset[str]] = {}
 # What PostgreSQL answers when a function is missing, or can't be called.
 _UNDEFINED_FUNCTION = "42883"
 _INSUFFICIENT_PRIVILEGE = "42501"
+# What _call() returns when the database lacks the function.
+_MISSING: Any = object()
 
 
-def _function(statement: str, types: tuple[str, ...]) -> _Function | None:
-    """Return the function that runs ``statement``, whose parameters have ``types``."""
+def _function(
+    kind: str,
+    statement: str,
+    types: tuple[str, ...],
+    results: tuple[str, ...] | None = None,
+) -> _Function | None:
+    """
+    Return the function that runs ``statement``, whose parameters have ``types``.
+
+    With ``results``, the types of the statement's columns, the function
+    returns its rows; otherwise, its row count.
+
+    """
     numbers = iter(range(1, len(types) + 1))
     body = _FORMAT_QMARK_RE.sub(lambda match: f"${next(numbers)}", statement)
     body = body.replace("%%", "%")
     if next(numbers, None) is not None or "$sesame_db$" in body:
         return None
-    # The row count of the statement: of the INSERT of the audit event,
-    # which inserts one row if the UPDATE counted the use. Its variable has
-    # a name no column takes precedence over.
+    # Its variables have names that no column takes precedence over.
+    if results is None:
+        # The row count: of the INSERT of the audit event, which inserts
+        # one row if the UPDATE counted the use.
+        returns = "integer"
+        code = (
+            "DECLARE sesame_db_count integer;\n"
+            f"BEGIN\n{body};\n"
+            "GET DIAGNOSTICS sesame_db_count = ROW_COUNT;\n"
+            "RETURN sesame_db_count;\n"
+            "END"
+        )
+    else:
+        columns = ", ".join(f"sesame_db_{i} {t}" for i, t in enumerate(results))
+        returns = f"TABLE ({columns}) STABLE"
+        code = f"BEGIN\nRETURN QUERY {body};\nEND"
     definition = (
-        f"({', '.join(types)}) RETURNS integer LANGUAGE plpgsql AS $sesame_db$\n"
-        "#variable_conflict use_column\n"
-        "DECLARE sesame_db_count integer;\n"
-        f"BEGIN\n{body};\n"
-        "GET DIAGNOSTICS sesame_db_count = ROW_COUNT;\n"
-        "RETURN sesame_db_count;\n"
-        "END\n$sesame_db$"
+        f"({', '.join(types)}) RETURNS {returns} LANGUAGE plpgsql AS $sesame_db$\n"
+        f"#variable_conflict use_column\n{code}\n$sesame_db$"
     )
     digest = hashlib.sha256(definition.encode()).hexdigest()[:24]
-    name = f"{_FUNCTION_PREFIX}{digest}"
+    name = f"sesame_db_{kind}_{digest}"
     arguments = ", ".join(f"%s::{t}" for t in types)
+    nulls = ", ".join(f"NULL::{t}" for t in types)
+    select = "SELECT" if results is None else "SELECT * FROM"
     return _Function(
         name,
         f"CREATE OR REPLACE FUNCTION {name}{definition}",
-        f"SELECT {name}({arguments})",
+        f"{select} {name}({arguments})",
         types,
         body,
+        f"{select} {name}({nulls})",
     )
 
 
@@ -603,65 +657,109 @@ def _list_functions(db: str) -> frozenset[str]:
     with connections[db].cursor() as cursor:
         cursor.execute(
             "SELECT p.proname FROM pg_catalog.pg_proc p "
-            "WHERE p.proname LIKE %s AND pg_catalog.pg_function_is_visible(p.oid) "
+            "WHERE p.proname ~ %s AND pg_catalog.pg_function_is_visible(p.oid) "
             "AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')",
-            [_FUNCTION_PREFIX.replace("_", "\\_") + "%"],
+            [_FUNCTION_NAME],
         )
         names = frozenset(name for (name,) in cursor.fetchall())
     _installed[db] = names
     return names
 
 
-def _has_function(db: str, function: _Function) -> bool:
+def _call(db: str, function: _Function, params: list[Any]) -> Any:
+    """Call ``function`` on ``db`` and return its first row, or :data:`_MISSING` if the database lacks it."""
     names = _installed.get(db)
     if names is None:
         names = _list_functions(db)
-    return function.name in names
+    if function.name not in names:
+        return _MISSING
+    connection = connections[db]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(function.call, params)
+            return cursor.fetchone()
+    except DatabaseError as error:
+        # Django's exception wraps the driver's: psycopg's has sqlstate,
+        # psycopg2's pgcode.
+        cause = error.__cause__
+        code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        if code not in (_UNDEFINED_FUNCTION, _INSUFFICIENT_PRIVILEGE):
+            raise
+        # Dropped since the process read the list: read it again at the
+        # next use. In a transaction, the error aborted it.
+        _installed.pop(db, None)
+        if connection.in_atomic_block:
+            raise
+        logger.warning(
+            "The function %s of sesame_db is missing in database %r: "
+            "run migrate to install it. Its statement runs without it.",
+            function.name,
+            db,
+        )
+        return _MISSING
+
+
+def functions(db: str, variants: list[tuple[bool, ...]]) -> list[_Function]:
+    """Return the functions of :func:`fetch` and of :func:`consume`'s ``variants`` on ``db``, without repeats."""
+    candidates = [_select(db).function]
+    candidates += [_consume_statements(db, *v).function for v in variants]
+    found: dict[str, _Function] = {}
+    for function in candidates:
+        if function is not None:
+            found.setdefault(function.name, function)
+    return list(found.values())
 
 
 def install_functions(db: str, variants: list[tuple[bool, ...]]) -> list[str]:
     """
-    Create the functions of :func:`consume`'s ``variants`` on PostgreSQL database ``db``, and return their names.
+    Create the functions of :func:`functions` on PostgreSQL database ``db``, and return their names.
 
     Each variant is the arguments of :func:`_consume_statements` after
     ``db``. Functions are created or replaced, and never dropped: another
-    version of the code may still call them during a deployment.
+    version of the code may still call them during a deployment. Each is
+    called once with NULL values, which find no row, in a savepoint rolled
+    back: if that fails, for example because a column's type isn't the one
+    its field declares, the function isn't installed, and its statement
+    will run as it is.
 
     """
     created = []
     connection = connections[db]
     with transaction.atomic(using=db), connection.cursor() as cursor:
-        for variant in variants:
-            function = _consume_statements(db, *variant).function
-            if function is not None:
-                cursor.execute(function.create)
+        for function in functions(db, variants):
+            try:
+                with transaction.atomic(using=db):
+                    cursor.execute(function.create)
+                    with transaction.atomic(using=db):
+                        cursor.execute(function.check)
+                        transaction.set_rollback(True, using=db)
+            except DatabaseError as error:
+                logger.warning(
+                    "Cannot install the function %s of sesame_db in database %r: %s",
+                    function.name,
+                    db,
+                    error,
+                )
+            else:
                 created.append(function.name)
     _list_functions(db)
     return created
 
 
 def drop_functions(db: str) -> list[str]:
-    """Drop the functions of :func:`consume` that ``db`` has, in any version; return their names."""
+    """Drop the functions of sesame_db that ``db`` has, in any version; return their names."""
     connection = connections[db]
     with transaction.atomic(using=db), connection.cursor() as cursor:
         cursor.execute(
             "SELECT p.oid::regprocedure::text, p.proname FROM pg_catalog.pg_proc p "
-            "WHERE p.proname LIKE %s AND pg_catalog.pg_function_is_visible(p.oid)",
-            [_FUNCTION_PREFIX.replace("_", "\\_") + "%"],
+            "WHERE p.proname ~ %s AND pg_catalog.pg_function_is_visible(p.oid)",
+            [_FUNCTION_NAME],
         )
-        functions = cursor.fetchall()
-        for signature, _name in functions:
+        found = cursor.fetchall()
+        for signature, _name in found:
             cursor.execute(f"DROP FUNCTION {signature}")
     _installed[db] = frozenset()
-    return [name for _signature, name in functions]
-
-
-def _missing_function(error: DatabaseError) -> bool:
-    # Django's exception wraps the driver's: psycopg's has sqlstate,
-    # psycopg2's pgcode.
-    cause = error.__cause__
-    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    return code in (_UNDEFINED_FUNCTION, _INSUFFICIENT_PRIVILEGE)
+    return [name for _signature, name in found]
 
 
 def consume(
@@ -741,27 +839,10 @@ def consume(
             info.get("method", ""),
             info.get("path", ""),
         ]
-    function = prebuilt.function
-    if function is not None and _has_function(db, function):
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(function.call, params + values)
-                row = cursor.fetchone()
+    if prebuilt.function is not None:
+        row = _call(db, prebuilt.function, params + values)
+        if row is not _MISSING:
             return bool(row is not None and row[0] == 1)
-        except DatabaseError as error:
-            if not _missing_function(error):
-                raise
-            # Dropped since the process read the list: read it again at
-            # the next use. In a transaction, the error aborted it.
-            _installed.pop(db, None)
-            if connection.in_atomic_block:
-                raise
-            logger.warning(
-                "The function %s of sesame_db is missing in database %r: "
-                "run migrate to install it. The statement runs without it.",
-                function.name,
-                db,
-            )
     driver = _driver_connection(connection)
     if len(prebuilt.statements) == 1:
         if driver is not None:

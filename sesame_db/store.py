@@ -353,13 +353,12 @@ def function_variants() -> list[tuple[bool, ...]]:
 
 def missing_functions(using: str) -> list[str]:
     """Return the names of the PostgreSQL functions of the current settings that database ``using`` lacks."""
-    names = []
-    for variant in function_variants():
-        function = sql._consume_statements(using, *variant).function
-        if function is not None:
-            names.append(function.name)
     installed = sql._list_functions(using)
-    return [name for name in names if name not in installed]
+    return [
+        function.name
+        for function in sql.functions(using, function_variants())
+        if function.name not in installed
+    ]
 
 
 def install_functions(

@@ -145,7 +145,7 @@ def last_login_updates(queries):
 
 
 def is_function_call(sql):
-    """Tell whether ``sql`` calls the PostgreSQL function of a use (see sesame_db.sql)."""
+    """Tell whether ``sql`` calls the PostgreSQL function that counts a use (see sesame_db.sql)."""
     return sql.lstrip().startswith("SELECT sesame_db_use_")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from unittest import mock
@@ -92,14 +93,20 @@ def reinstall_functions(db: str = "default") -> None:
 def statement_of(query: str, db: str = "default") -> str:
     """Return the statement that ``query`` runs: itself, or the statement of the function it calls."""
     # A query as Django's cursor runs it, or as it logs it, with the values.
-    if query.startswith(f"SELECT {sql._FUNCTION_PREFIX}"):
-        name = query.removeprefix("SELECT ").split("(")[0]
-        for variant in ALL_VARIANTS:
-            prebuilt = sql._consume_statements(db, *variant)
-            if prebuilt.function is not None and prebuilt.function.name == name:
-                return prebuilt.statements[0]
-        raise AssertionError(f"No statement of consume() calls {query}")
-    return query
+    match = re.match(
+        r"SELECT (?:\* FROM )?(sesame_db_(?:use|fetch)_[0-9a-f]+)\(", query
+    )
+    if match is None:
+        return query
+    select = sql._select(db)
+    if select.function is not None and select.function.name == match[1]:
+        assert select.sql is not None
+        return select.sql
+    for variant in ALL_VARIANTS:
+        prebuilt = sql._consume_statements(db, *variant)
+        if prebuilt.function is not None and prebuilt.function.name == match[1]:
+            return prebuilt.statements[0]
+    raise AssertionError(f"No statement of sesame_db.sql runs in {query}")
 
 
 class SqlEqualsOrm(_TestCase):
@@ -636,9 +643,10 @@ class SynchronousCommitTests(TransactionTestCase):
         calls = [
             query["sql"]
             for query in queries.captured_queries
-            if query["sql"].startswith(f"SELECT {sql._FUNCTION_PREFIX}")
+            if statement_of(query["sql"]) != query["sql"]
         ]
-        self.assertEqual(len(calls), int(self.functions))
+        # The functions of the SELECT and of the use.
+        self.assertEqual(len(calls), 2 * int(self.functions))
         statements = [statement_of(query["sql"]) for query in queries.captured_queries]
         return [
             statement
@@ -810,6 +818,13 @@ class FunctionTests(TransactionTestCase):
                 function = sql._consume_statements("default", *variant).function
                 assert function is not None
                 self.assertIn(function.name, installed)
+        select = sql._select("default").function
+        assert select is not None
+        self.assertIn(select.name, installed)
+        # One SELECT, and four statements of a use: with a user or for a
+        # guest, and for a first use or not.
+        self.assertEqual(len(installed), 5)
+        self.assertEqual(len(sql.functions("default", store.function_variants())), 5)
         # Without synchronous_commit, a use may run asynchronously: four more.
         with override_settings(SESAME_SYNCHRONOUS_COMMIT=False):
             self.assertEqual(len(store.function_variants()), 8)
@@ -817,7 +832,9 @@ class FunctionTests(TransactionTestCase):
 
     def test_a_use_calls_the_function(self) -> None:
         fetch, call = self.use()
-        self.assertTrue(fetch.startswith("SELECT t."), fetch)
+        select = sql._select("default").function
+        assert select is not None
+        self.assertTrue(fetch.startswith(f"SELECT * FROM {select.name}("), fetch)
         self.assertTrue(call.startswith(f"SELECT {self.function().name}("), call)
         record = IssuedToken.objects.get(pk=self.record.pk)
         self.assertEqual(record.use_count, 1)
@@ -845,7 +862,8 @@ class FunctionTests(TransactionTestCase):
 
     def test_the_first_use_of_a_process_reads_the_functions(self) -> None:
         sql._installed.pop("default")
-        with self.assertNumQueries(3):  # SELECT, the list, the function.
+        # The list, the function of the SELECT, the function of the use.
+        with self.assertNumQueries(3):
             self.assertEqual(get_user(self.token), self.user)
         token, _ = issue_token(self.user)
         with self.assertNumQueries(2):
@@ -860,14 +878,19 @@ class FunctionTests(TransactionTestCase):
         # Out of a transaction: the statement runs as it is, once.
         with self.assertLogs("sesame_db", "WARNING") as logs:
             self.assertEqual(get_user(self.token), self.user)
-        self.assertIn(f"The function {name} of sesame_db is missing", logs.output[0])
+        self.assertIn(
+            f"The function {name} of sesame_db is missing in database 'default': "
+            "run migrate to install it. Its statement runs without it.",
+            logs.output[0],
+        )
         self.assertEqual(IssuedToken.objects.get(pk=self.record.pk).use_count, 1)
         self.assertEqual(
             TokenEvent.objects.filter(token=self.record, kind="used").count(), 1
         )
         # The next use reads the list again, and doesn't look for it.
         token, record = issue_token(self.user)
-        with self.assertNumQueries(3):  # SELECT, the list, the statement.
+        # The list, the function of the SELECT, the statement of the use.
+        with self.assertNumQueries(3):
             self.assertEqual(get_user(token), self.user)
         self.assertNotIn(name, sql._installed["default"])
         # In a transaction, which the error aborted, it's raised: as a
@@ -888,4 +911,28 @@ class FunctionTests(TransactionTestCase):
         call_command("migrate", "sesame_db", verbosity=0)
         installed = sql._list_functions("default")
         self.assertIn(self.function().name, installed)
-        self.assertEqual(len(installed), 4)
+        self.assertEqual(len(installed), 5)
+
+    def test_a_function_that_fails_its_check_isnt_installed(self) -> None:
+        # Called with NULL values when it's installed, a function that
+        # fails isn't: its statement will run as it is.
+        self.addCleanup(reinstall_functions)
+        function = sql._function(
+            "fetch",
+            "SELECT t.no_such_column::integer FROM sesame_db_issuedtoken t WHERE t.id = %s",
+            ("bigint",),
+            ("integer",),
+        )
+        assert function is not None
+        good = sql.functions("default", store.function_variants())
+        with (
+            mock.patch.object(sql, "functions", return_value=[function, *good]),
+            self.assertLogs("sesame_db", "WARNING") as logs,
+        ):
+            created = sql.install_functions("default", store.function_variants())
+        self.assertEqual(created, [f.name for f in good])
+        self.assertIn(f"Cannot install the function {function.name}", logs.output[0])
+        self.assertIn("no_such_column", logs.output[0])
+        installed = sql._list_functions("default")
+        self.assertNotIn(function.name, installed)
+        self.assertTrue({f.name for f in good} <= installed)

@@ -42,9 +42,9 @@ class PreparedStatementsTests(TestCase):
             self.assertEqual(get_user(token), self.user)
             self.assertEqual(get_user(other), self.user)
         prepared = self.prepared()
-        fetch = [s for s in prepared if 'FROM "sesame_db_issuedtoken" t LEFT JOIN' in s]
-        # The call of the function that counts the use and inserts its
-        # event, whose own statements PL/pgSQL plans once per connection.
+        # The calls of the functions that read the link and count its use,
+        # whose own statements PL/pgSQL plans once per connection anyway.
+        fetch = [s for s in prepared if s.startswith("SELECT * FROM sesame_db_fetch_")]
         consume = [s for s in prepared if s.startswith("SELECT sesame_db_use_")]
         self.assertEqual(len(fetch), 1, prepared)
         self.assertEqual(len(consume), 1, prepared)
