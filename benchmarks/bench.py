@@ -957,8 +957,9 @@ def store_table(
         "\nratio: to django-sesame's valid stateless get_user on this database, the"
         "\nbaseline, the median [IQR] of the ratios of each round. statements:"
         "\nthose of one call in autocommit mode, so BEGIN and COMMIT show when a"
-        "\ntransaction is opened; on PostgreSQL, WITH is the single statement that"
-        f"\ncounts the use and inserts the audit event. Stored uses take a random"
+        "\ntransaction is opened; on PostgreSQL, the second SELECT calls the"
+        "\nfunction whose single statement counts the use and inserts the audit"
+        f"\nevent (docs/store.rst). Stored uses take a random"
         f"\ntoken of {STORE_LINKS:,} links (unlimited uses, no expiry) per call."
         "\nIssuing records an `issued` event (SESAME_AUDIT=True, the default)."
     )
@@ -1046,12 +1047,12 @@ def floor_table(alias: str, async_alias: str, baseline_us: float, rounds: int) -
 
 def statements_table(alias: str, prepared_alias: str, rounds: int) -> None:
     """
-    Time the two statements of a stored use on ``alias`` (client-side binding) and ``prepared_alias`` (prepared).
+    Time the two statements of a stored use on ``alias``, as they are and in their functions, and on ``prepared_alias`` (prepared).
 
     :func:`sesame_db.sql.fetch` and :func:`sesame_db.sql.consume` (through
     the store's ``_consume()``), with the audit, on Django's cursor as a use
     runs them: what the server's parsing and planning of each statement
-    costs, which prepared statements skip.
+    costs, which the functions and prepared statements skip.
 
     """
     import datetime
@@ -1079,27 +1080,41 @@ def statements_table(alias: str, prepared_alias: str, rounds: int) -> None:
     def is_true(result: object) -> bool:
         return bool(result)
 
-    cases = [
-        Case("SELECT of a use, client-side binding", alias, fetch(alias), is_true),
-        Case(
-            "SELECT of a use, prepared",
-            prepared_alias,
-            fetch(prepared_alias),
-            is_true,
-        ),
-        Case(
-            "WITH of a use (durable commit), client-side binding",
-            alias,
-            consume(alias),
-            is_true,
-        ),
-        Case(
-            "WITH of a use (durable commit), prepared",
-            prepared_alias,
-            consume(prepared_alias),
-            is_true,
-        ),
-    ]
+    def as_it_is(db: str, func: Callable[[], object]) -> Callable[[], object]:
+        # As if the database lacked the functions: the statement itself.
+        def call() -> object:
+            installed = sql._installed.get(db)
+            sql._installed[db] = frozenset()
+            try:
+                return func()
+            finally:
+                if installed is None:
+                    del sql._installed[db]
+                else:
+                    sql._installed[db] = installed
+
+        return call
+
+    cases = []
+    for label, make in [
+        ("SELECT of a use", fetch),
+        ("WITH of a use (durable commit)", consume),
+    ]:
+        cases += [
+            Case(
+                f"{label}, as it is, client-side binding",
+                alias,
+                as_it_is(alias, make(alias)),
+                is_true,
+            ),
+            Case(f"{label}, in its function", alias, make(alias), is_true),
+            Case(
+                f"{label}, in its function, prepared",
+                prepared_alias,
+                make(prepared_alias),
+                is_true,
+            ),
+        ]
     measure(cases, rounds, 0.01)
     rows = [("statement, on Django's cursor", "µs [IQR]")]
     rows += [(case.label, us(case.summary)) for case in cases]
@@ -1107,9 +1122,11 @@ def statements_table(alias: str, prepared_alias: str, rounds: int) -> None:
     print_rows(rows)
     print(
         "\nThe two statements of a stored use (sesame_db.sql.fetch and consume,"
-        "\nwith the audit), with Django's default client-side binding, which the"
-        "\nserver parses and plans at each use, and prepared (server_side_binding,"
-        f"\nprepare_threshold={PREPARE_THRESHOLD}), planned once per connection."
+        "\nwith the audit): as they are, with Django's default client-side"
+        "\nbinding, which the server parses and plans at each use; in the"
+        "\nfunctions that migrate installs, whose statements the server plans"
+        "\nonce per connection; and those functions' calls prepared as well"
+        f"\n(server_side_binding, prepare_threshold={PREPARE_THRESHOLD})."
     )
 
 
