@@ -15,7 +15,7 @@ class SesameDbConfig(AppConfig):
 
         from . import checks as sesame_checks
         from .backends import replace_update_last_login
-        from .store import install_functions
+        from .store import create_functions
 
         checks.register(sesame_checks.check_settings, checks.Tags.security)
         checks.register(sesame_checks.check_user_model, checks.Tags.models)
@@ -29,5 +29,5 @@ class SesameDbConfig(AppConfig):
         replace_update_last_login()
         # The PostgreSQL functions of a use: see sesame_db.sql.
         post_migrate.connect(
-            install_functions, sender=self, dispatch_uid="sesame_db.install_functions"
+            create_functions, sender=self, dispatch_uid="sesame_db.create_functions"
         )

@@ -367,18 +367,31 @@ def check_migrations(
                 )
             )
         elif connections[alias].vendor == "postgresql":
+            from .sql import list_functions
             from .store import missing_functions
 
             try:
                 missing = missing_functions(alias)
+                present = list_functions(alias, executable=False) if missing else ()
             except DatabaseError:
                 continue
-            if missing:
+            absent = [name for name in missing if name not in present]
+            denied = [name for name in missing if name in present]
+            if absent:
                 warnings.append(
                     Warning(
-                        f"The database {alias!r} lacks functions of sesame_db for the current settings: {', '.join(missing)}. "
+                        f"The database {alias!r} lacks functions of sesame_db for the current settings: {', '.join(absent)}. "
                         "Stored links work without them, but each use costs more.",
                         hint=f"Run: manage.py migrate --database {alias}",
+                        id="sesame_db.W009",
+                    )
+                )
+            if denied:
+                warnings.append(
+                    Warning(
+                        f"The role of the database {alias!r} may not execute functions of sesame_db: {', '.join(denied)}. "
+                        "Stored links work without them, but each use costs more.",
+                        hint="GRANT EXECUTE on them to the site's role.",
                         id="sesame_db.W009",
                     )
                 )

@@ -36,7 +36,7 @@ from django.db.models.expressions import Expression, RawSQL
 from django.db.models.manager import BaseManager
 from django.dispatch import receiver
 
-from .exceptions import InvalidToken, Reason
+from .exceptions import DatabaseUnavailable, InvalidToken, Reason
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
     from .models import IssuedToken, TokenEvent
 
-__all__ = ["consume", "drop_functions", "fetch", "install_functions"]
+__all__ = [
+    "consume",
+    "drop_functions",
+    "fetch",
+    "functions",
+    "install_functions",
+    "list_functions",
+]
 
 logger = logging.getLogger("sesame_db")
 
@@ -113,10 +120,15 @@ def _driver_connection(connection: BaseDatabaseWrapper) -> Any:
 
 def _pg_type(connection: BaseDatabaseWrapper, field: Any) -> str | None:
     """Return the type of ``field``'s column for a function's parameter or result, or :obj:`None`."""
-    # Without its modifier: a function's parameter ignores it, and a cast
-    # to varchar(n) would cut the value rather than refuse it.
+    # Without its modifier, which a function's parameters and results
+    # ignore: varchar(150) is varchar.
     db_type = field.db_type(connection)
     return None if db_type is None else re.sub(r"\(.*\)", "", db_type).strip()
+
+
+# The types that cast to length 1 without a modifier, and their types of
+# any length, for the casts of a function's arguments: 'abc'::char is 'a'.
+_UNSIZED = {"char": "bpchar", "character": "bpchar", "bit": "varbit"}
 
 
 class _Select:
@@ -162,21 +174,16 @@ class _Select:
         )
         self.sql = self.sql_select + self.sql_from
         self.qmark_sql = _qmark(self.sql)
-        # On PostgreSQL, the same SELECT in a function (see below), each
-        # column cast to the type of its result.
+        # On PostgreSQL, the same SELECT in a function (see below), which
+        # declares the types of its columns: where one isn't the column's,
+        # the function fails its check at installation, and isn't used.
         if connection.vendor == "postgresql":
             types = [_pg_type(connection, f) for f in self.token_fields]
             types += [_pg_type(connection, f) for f in self.user_fields]
             key = _pg_type(connection, IssuedToken._meta.pk)
             if key is not None and None not in types:
                 results = tuple(t for t in types if t is not None)
-                cast = [f"{c}::{t}" for c, t in zip(columns, results, strict=True)]
-                self.function = _function(
-                    "fetch",
-                    f"SELECT {', '.join(cast)}{self.sql_from}",
-                    (key,),
-                    results,
-                )
+                self.function = _function("fetch", self.sql, (key,), results)
         # The user's key in the outer query, for the default manager's
         # subquery, when it may hide users.
         self.user_pk = RawSQL(column("u", User._meta.pk), ())
@@ -584,7 +591,7 @@ def _build_consume(
 # built by the code above, with their placeholders numbered. A function's
 # name ends with a digest of its definition, so a process only ever calls
 # a function that runs the very statement it would run; "migrate" installs
-# the functions of the current settings (sesame_db.store.install_functions),
+# the functions of the current settings (sesame_db.store.create_functions),
 # and where one is missing, the statement runs as it is.
 
 # Their names: sesame_db_fetch_<digest> and sesame_db_use_<digest>.
@@ -592,9 +599,8 @@ _FUNCTION_NAME = r"^sesame_db_(fetch|use)_[0-9a-f]{24}$"
 # The names of those functions that each database has, read at the first
 # use of a process, or when installing them.
 _installed: dict[str, frozenset[str]] = {}
-# What PostgreSQL answers when a function is missing, or can't be called.
+# What PostgreSQL answers when a function is missing.
 _UNDEFINED_FUNCTION = "42883"
-_INSUFFICIENT_PRIVILEGE = "42501"
 # What _call() returns when the database lacks the function.
 _MISSING: Any = object()
 
@@ -639,8 +645,11 @@ def _function(
     )
     digest = hashlib.sha256(definition.encode()).hexdigest()[:24]
     name = f"sesame_db_{kind}_{digest}"
-    arguments = ", ".join(f"%s::{t}" for t in types)
-    nulls = ", ".join(f"NULL::{t}" for t in types)
+    # Each argument is cast to its parameter's type, whatever the driver
+    # sends, in parentheses: -2147483648::integer would be out of range.
+    casts = [_UNSIZED.get(t, t) for t in types]
+    arguments = ", ".join(f"(%s)::{t}" for t in casts)
+    nulls = ", ".join(f"NULL::{t}" for t in casts)
     select = "SELECT" if results is None else "SELECT * FROM"
     return _Function(
         name,
@@ -652,17 +661,28 @@ def _function(
     )
 
 
-def _list_functions(db: str) -> frozenset[str]:
-    """Read the names of the functions that ``db`` has and lets its user call."""
+def list_functions(db: str, *, executable: bool = True) -> frozenset[str]:
+    """
+    Read the names of the functions of sesame_db that ``db`` has, and that its role may execute.
+
+    With ``executable=False``, whether the role may execute them or not.
+    The process uses those it may execute.
+
+    """
     with connections[db].cursor() as cursor:
         cursor.execute(
             "SELECT p.proname FROM pg_catalog.pg_proc p "
-            "WHERE p.proname ~ %s AND pg_catalog.pg_function_is_visible(p.oid) "
-            "AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')",
+            "WHERE p.proname ~ %s AND pg_catalog.pg_function_is_visible(p.oid)"
+            + (
+                " AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')"
+                if executable
+                else ""
+            ),
             [_FUNCTION_NAME],
         )
         names = frozenset(name for (name,) in cursor.fetchall())
-    _installed[db] = names
+    if executable:
+        _installed[db] = names
     return names
 
 
@@ -670,7 +690,7 @@ def _call(db: str, function: _Function, params: list[Any]) -> Any:
     """Call ``function`` on ``db`` and return its first row, or :data:`_MISSING` if the database lacks it."""
     names = _installed.get(db)
     if names is None:
-        names = _list_functions(db)
+        names = list_functions(db)
     if function.name not in names:
         return _MISSING
     connection = connections[db]
@@ -680,16 +700,21 @@ def _call(db: str, function: _Function, params: list[Any]) -> Any:
             return cursor.fetchone()
     except DatabaseError as error:
         # Django's exception wraps the driver's: psycopg's has sqlstate,
-        # psycopg2's pgcode.
+        # psycopg2's pgcode. An undefined function that its statement
+        # calls isn't a missing function of sesame_db's.
         cause = error.__cause__
         code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-        if code not in (_UNDEFINED_FUNCTION, _INSUFFICIENT_PRIVILEGE):
+        if code != _UNDEFINED_FUNCTION or function.name not in str(cause):
             raise
         # Dropped since the process read the list: read it again at the
-        # next use. In a transaction, the error aborted it.
+        # next use. In a transaction, the error aborted it: the database
+        # changed under the process, like a failover to a server without
+        # it, and the client may try again.
         _installed.pop(db, None)
         if connection.in_atomic_block:
-            raise
+            raise DatabaseUnavailable(
+                f"the function {function.name} of sesame_db is missing: run migrate"
+            ) from error
         logger.warning(
             "The function %s of sesame_db is missing in database %r: "
             "run migrate to install it. Its statement runs without it.",
@@ -715,18 +740,22 @@ def install_functions(db: str, variants: list[tuple[bool, ...]]) -> list[str]:
     Create the functions of :func:`functions` on PostgreSQL database ``db``, and return their names.
 
     Each variant is the arguments of :func:`_consume_statements` after
-    ``db``. Functions are created or replaced, and never dropped: another
-    version of the code may still call them during a deployment. Each is
-    called once with NULL values, which find no row, in a savepoint rolled
-    back: if that fails, for example because a column's type isn't the one
-    its field declares, the function isn't installed, and its statement
-    will run as it is.
+    ``db``. The functions that ``db`` lacks are created; none is dropped:
+    another version of the code may still call them during a deployment.
+    Since a function's name is a digest of its definition, one that exists
+    is the same. Each is called once with NULL values, which find no row,
+    in a savepoint rolled back: if that fails, for example because a
+    column's type isn't the one its field declares, the function isn't
+    installed, and its statement will run as it is.
 
     """
     created = []
     connection = connections[db]
+    existing = list_functions(db, executable=False)
     with transaction.atomic(using=db), connection.cursor() as cursor:
         for function in functions(db, variants):
+            if function.name in existing:
+                continue
             try:
                 with transaction.atomic(using=db):
                     cursor.execute(function.create)
@@ -742,7 +771,7 @@ def install_functions(db: str, variants: list[tuple[bool, ...]]) -> list[str]:
                 )
             else:
                 created.append(function.name)
-    _list_functions(db)
+    list_functions(db)
     return created
 
 

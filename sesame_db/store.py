@@ -13,6 +13,7 @@ import datetime
 import functools
 import hmac
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
-from django.db import router, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db.models import Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
@@ -41,10 +42,13 @@ __all__ = [
     "areject",
     "client_info",
     "client_ip",
+    "create_functions",
+    "function_variants",
     "is_installed",
     "issue",
     "issue_guests",
     "issue_many",
+    "missing_functions",
     "record_event",
     "redeem",
     "reject",
@@ -324,8 +328,8 @@ def _consume(
     )
 
 
-# The PostgreSQL functions of _consume(): see sesame_db.sql.
-
+# The PostgreSQL functions of a use, of sql.fetch() and _consume(): see
+# sesame_db.sql.
 
 # The name of the migration that brings them: "migrate sesame_db" back
 # before it drops them, and without it, there's none to install.
@@ -353,7 +357,7 @@ def function_variants() -> list[tuple[bool, ...]]:
 
 def missing_functions(using: str) -> list[str]:
     """Return the names of the PostgreSQL functions of the current settings that database ``using`` lacks."""
-    installed = sql._list_functions(using)
+    installed = sql.list_functions(using)
     return [
         function.name
         for function in sql.functions(using, function_variants())
@@ -361,18 +365,20 @@ def missing_functions(using: str) -> list[str]:
     ]
 
 
-def install_functions(
-    using: str = "default", verbosity: int = 1, **kwargs: Any
+def create_functions(
+    app_config: Any = None,
+    verbosity: int = 2,
+    using: str = DEFAULT_DB_ALIAS,
+    **kwargs: Any,
 ) -> None:
     """
     Install the PostgreSQL functions of the current settings in database ``using``.
 
-    Connected to :data:`~django.db.models.signals.post_migrate`: every
-    ``migrate`` installs them, where the store's migrations are applied and
-    the routers allow them.
+    Connected to :data:`~django.db.models.signals.post_migrate`, like
+    Django's ``create_permissions()``: every ``migrate`` installs them,
+    where the store's migrations are applied and the routers allow them.
 
     """
-    from django.db import connections
     from django.db.migrations.recorder import MigrationRecorder
 
     IssuedToken, _ = get_models()
@@ -383,10 +389,14 @@ def install_functions(
         return
     applied = MigrationRecorder(connection).applied_migrations()
     if ("sesame_db", FUNCTIONS_MIGRATION) not in applied:
+        # None to use, as with MIGRATE = False in tests: the process
+        # needn't look for them.
+        sql._installed[using] = frozenset()
         return
     names = sql.install_functions(using, function_variants())
-    if verbosity >= 2:
-        print(f"Installed the functions of sesame_db: {', '.join(names)}")
+    if verbosity >= 2 and names:
+        stdout = kwargs.get("stdout") or sys.stdout
+        stdout.write(f"Installed the functions of sesame_db: {', '.join(names)}\n")
 
 
 # How many times redeem() tries the UPDATE when the user's row changes

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 
 if TYPE_CHECKING:
     from django.test import SimpleTestCase as _TestCase
@@ -227,3 +227,55 @@ class FailingDatabaseMixin(CreateUserMixin):
         return is_function_call(sql) or (
             "INSERT INTO" in sql and "sesame_db_tokenevent" in sql
         )
+
+
+# The PostgreSQL functions of a use (sesame_db.sql).
+
+
+def installed_functions(test, db, variants):
+    """
+    Install the PostgreSQL functions of ``variants`` on ``db`` for ``test``, and check that every one is.
+
+    Its cleanup drops those it created and restores what the process knew
+    of the database's functions: a TestCase's transaction would roll them
+    back, but not a TransactionTestCase's.
+
+    """
+    from sesame_db import sql
+
+    before = sql.list_functions(db)
+    sql.install_functions(db, variants)
+    wanted = {function.name for function in sql.functions(db, variants)}
+    missing = wanted - sql.list_functions(db)
+    assert not missing, f"not installed: {missing}"
+
+    def drop():
+        with connections[db].cursor() as cursor:
+            for name in sql.list_functions(db) - before:
+                cursor.execute(f"DROP FUNCTION {name}")
+        sql._installed[db] = before
+
+    test.addCleanup(drop)
+
+
+def without_functions(test, db):
+    """Drop the PostgreSQL functions of ``db`` for ``test``; its cleanup installs those of the test settings again."""
+    from sesame_db import sql, store
+
+    before = sql.list_functions(db)
+    sql.drop_functions(db)
+
+    def install():
+        store.create_functions(using=db, verbosity=0)
+        assert sql.list_functions(db) >= before
+        sql._installed[db] = before
+
+    test.addCleanup(install)
+
+
+def reinstall_functions(db="default"):
+    """Leave ``db`` with the functions of the test settings only, as migrate made them."""
+    from sesame_db import sql, store
+
+    sql.drop_functions(db)
+    store.create_functions(using=db, verbosity=0)

@@ -15,7 +15,7 @@ from django.db import OperationalError, connections
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import SimpleTestCase, TestCase, override_settings
 
-from sesame_db import store
+from sesame_db import sql, store
 from sesame_db.backends import ModelBackend
 from sesame_db.checks import (
     check_backends,
@@ -26,8 +26,7 @@ from sesame_db.checks import (
     check_user_model,
 )
 
-from .mixins import IsolateDjangoSesameMixin
-from .test_sql import installed_functions
+from .mixins import IsolateDjangoSesameMixin, installed_functions
 
 SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
 AUTH = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -632,6 +631,30 @@ class TestCheckMigrations(TestCase):
             installed_functions(self, "default", store.function_variants())
             self.assertEqual(store.missing_functions("default"), [])
             self.assertEqual(check_migrations(databases=["default"]), [])
+
+    @pytest.mark.postgresql
+    def test_w009_functions_the_role_may_not_execute(self):
+        # Hardened databases revoke EXECUTE from PUBLIC: migrate can't help.
+        # All rolled back with the test's transaction.
+        before = sql.list_functions("default")
+        self.addCleanup(sql._installed.__setitem__, "default", before)
+        name = sorted(before)[0]
+        with connections["default"].cursor() as cursor:
+            cursor.execute("CREATE ROLE sesame_db_site")
+            cursor.execute(
+                "GRANT SELECT ON ALL TABLES IN SCHEMA public TO sesame_db_site"
+            )
+            cursor.execute(f"REVOKE EXECUTE ON FUNCTION {name} FROM PUBLIC")
+            cursor.execute("SET LOCAL ROLE sesame_db_site")
+        warnings = check_migrations(databases=["default"])
+        self.assertEqual(ids(warnings), ["sesame_db.W009"])
+        self.assertEqual(
+            warnings[0].msg,
+            "The role of the database 'default' may not execute functions of "
+            f"sesame_db: {name}. "
+            "Stored links work without them, but each use costs more.",
+        )
+        self.assertEqual(warnings[0].hint, "GRANT EXECUTE on them to the site's role.")
 
     def test_unreachable_database(self):
         with mock.patch(

@@ -23,7 +23,6 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import (
     IntegrityError,
-    ProgrammingError,
     connection,
     connections,
     router,
@@ -34,9 +33,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sesame_db import sql, store
-from sesame_db.exceptions import InvalidToken, Reason
+from sesame_db.exceptions import DatabaseUnavailable, InvalidToken, Reason
 from sesame_db.models import IssuedToken, TokenEvent
 from sesame_db.utils import get_user, issue_token
+
+from .mixins import installed_functions, reinstall_functions, without_functions
 
 if TYPE_CHECKING:
     from django.test import TestCase as _TestCase
@@ -48,46 +49,6 @@ HOUR = datetime.timedelta(hours=1)
 # Every variant of consume()'s statement: audit, password, email,
 # asynchronous, guest, first.
 ALL_VARIANTS = list(itertools.product([False, True], repeat=6))
-
-
-def installed_functions(test: Any, db: str, variants: list[tuple[bool, ...]]) -> None:
-    """
-    Install the PostgreSQL functions of ``variants`` on ``db`` for ``test``.
-
-    Its cleanup drops those it created and restores what the process knew
-    of the database's functions: a TestCase's transaction would roll them
-    back, but not a TransactionTestCase's.
-
-    """
-    before = sql._list_functions(db)
-    sql.install_functions(db, variants)
-
-    def drop() -> None:
-        with connections[db].cursor() as cursor:
-            for name in sql._list_functions(db) - before:
-                cursor.execute(f"DROP FUNCTION {name}")
-        sql._installed[db] = before
-
-    test.addCleanup(drop)
-
-
-def without_functions(test: Any, db: str) -> None:
-    """Drop the PostgreSQL functions of ``db`` for ``test``; its cleanup installs those of the test settings again."""
-    before = sql._list_functions(db)
-    sql.drop_functions(db)
-
-    def install() -> None:
-        store.install_functions(using=db, verbosity=0)
-        assert sql._list_functions(db) >= before
-        sql._installed[db] = before
-
-    test.addCleanup(install)
-
-
-def reinstall_functions(db: str = "default") -> None:
-    """Leave ``db`` with the functions of the test settings only, as migrate made them."""
-    sql.drop_functions(db)
-    store.install_functions(using=db, verbosity=0)
 
 
 def statement_of(query: str, db: str = "default") -> str:
@@ -812,7 +773,7 @@ class FunctionTests(TransactionTestCase):
 
     def test_migrate_installs_the_functions_of_the_settings(self) -> None:
         # The test database was migrated with the test settings.
-        installed = sql._list_functions("default")
+        installed = sql.list_functions("default")
         for variant in store.function_variants():
             with self.subTest(variant=variant):
                 function = sql._consume_statements("default", *variant).function
@@ -846,7 +807,7 @@ class FunctionTests(TransactionTestCase):
         # database doesn't have yet. The statement runs as it is.
         other = self.function(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True)
         self.assertNotEqual(other.name, self.function().name)
-        self.assertNotIn(other.name, sql._list_functions("default"))
+        self.assertNotIn(other.name, sql.list_functions("default"))
         with override_settings(SESAME_INVALIDATE_ON_EMAIL_CHANGE=True):
             token, _ = issue_token(self.user)
             [_, statement] = self.use(token)
@@ -854,7 +815,7 @@ class FunctionTests(TransactionTestCase):
             # migrate installs it.
             self.addCleanup(reinstall_functions)
             call_command("migrate", "sesame_db", verbosity=0)
-            self.assertIn(other.name, sql._list_functions("default"))
+            self.assertIn(other.name, sql.list_functions("default"))
             token, _ = issue_token(self.user)
             [_, call] = self.use(token)
             self.assertTrue(call.startswith(f"SELECT {other.name}("), call)
@@ -893,23 +854,53 @@ class FunctionTests(TransactionTestCase):
         with self.assertNumQueries(3):
             self.assertEqual(get_user(token), self.user)
         self.assertNotIn(name, sql._installed["default"])
-        # In a transaction, which the error aborted, it's raised: as a
-        # missing table would be.
+        # In a transaction, which the error aborted: the database changed
+        # under the process, which answers 503, and reads the list again.
         sql._installed["default"] = frozenset([name])
         token, record = issue_token(self.user)
-        with self.assertRaises(ProgrammingError), transaction.atomic():
+        with self.assertRaises(DatabaseUnavailable) as caught, transaction.atomic():
             get_user(token)
+        self.assertIn(
+            f"the function {name} of sesame_db is missing", str(caught.exception)
+        )
+        self.assertNotIn("default", sql._installed)
         self.assertEqual(IssuedToken.objects.get(pk=record.pk).use_count, 0)
+        self.assertEqual(get_user(token), self.user)
+
+    def test_the_smallest_keys(self) -> None:
+        # The arguments' casts are in parentheses: -2147483648::integer is
+        # -(2147483648::integer), out of range.
+        user = get_user_model().objects.create_user(
+            "min", "min@example.com", "x", id=-(2**31)
+        )
+        token, record = issue_token(user)
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(get_user(token), user)
+        self.assertTrue(
+            queries.captured_queries[-1]["sql"].startswith(
+                f"SELECT {self.function().name}(("
+            )
+        )
+        self.assertEqual(IssuedToken.objects.get(pk=record.pk).use_count, 1)
+
+    def test_installing_again_creates_nothing(self) -> None:
+        # A function's name is a digest of its definition: one that exists
+        # is the same, and isn't replaced.
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(
+                sql.install_functions("default", store.function_variants()), []
+            )
+        self.assertFalse([q for q in queries.captured_queries if "CREATE" in q["sql"]])
 
     def test_migrating_back_drops_them(self) -> None:
         self.addCleanup(call_command, "migrate", "sesame_db", verbosity=0)
         call_command("migrate", "sesame_db", "0004", verbosity=0)
-        self.assertEqual(sql._list_functions("default"), frozenset())
+        self.assertEqual(sql.list_functions("default"), frozenset())
         # And they aren't installed again while the migration is unapplied.
-        store.install_functions(using="default")
-        self.assertEqual(sql._list_functions("default"), frozenset())
+        store.create_functions(using="default")
+        self.assertEqual(sql.list_functions("default"), frozenset())
         call_command("migrate", "sesame_db", verbosity=0)
-        installed = sql._list_functions("default")
+        installed = sql.list_functions("default")
         self.assertIn(self.function().name, installed)
         self.assertEqual(len(installed), 5)
 
@@ -917,6 +908,7 @@ class FunctionTests(TransactionTestCase):
         # Called with NULL values when it's installed, a function that
         # fails isn't: its statement will run as it is.
         self.addCleanup(reinstall_functions)
+        sql.drop_functions("default")
         function = sql._function(
             "fetch",
             "SELECT t.no_such_column::integer FROM sesame_db_issuedtoken t WHERE t.id = %s",
@@ -933,6 +925,6 @@ class FunctionTests(TransactionTestCase):
         self.assertEqual(created, [f.name for f in good])
         self.assertIn(f"Cannot install the function {function.name}", logs.output[0])
         self.assertIn("no_such_column", logs.output[0])
-        installed = sql._list_functions("default")
+        installed = sql.list_functions("default")
         self.assertNotIn(function.name, installed)
         self.assertTrue({f.name for f in good} <= installed)

@@ -1,7 +1,7 @@
 # The PostgreSQL functions that count a use (sesame_db.sql) depend on the
 # settings and the user model, so they aren't created here: every
 # "migrate" installs those of the current settings once this migration is
-# applied (sesame_db.store.install_functions). Migrating back before it
+# applied (sesame_db.store.create_functions). Migrating back before it
 # drops them all, whatever settings or version created them.
 
 from __future__ import annotations

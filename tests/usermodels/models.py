@@ -86,3 +86,24 @@ class SoftDeleteChildUser(SoftDeleteUser):
     """A soft-delete user model with multi-table inheritance: the manager's condition is on the parent's table."""
 
     nickname = models.CharField(max_length=50, blank=True)
+
+
+class FixedCharField(models.CharField):  # type: ignore[type-arg]
+    """A fixed-length column, as some projects declare for codes: char(n)."""
+
+    def db_type(self, connection):
+        return f"char({self.max_length})"
+
+
+class FixedCharUser(AbstractBaseUser):
+    """A user model with a fixed-length column, char(n), which keeps its padding."""
+
+    username = models.CharField(max_length=150, unique=True)
+    email = models.EmailField(blank=True)
+    is_active = models.BooleanField(default=True)
+    code = FixedCharField(max_length=6, default="ab")
+
+    USERNAME_FIELD = "username"
+    EMAIL_FIELD = "email"
+
+    objects = UserManager()

@@ -68,6 +68,9 @@ SHAPES = {
         PACKERS + "LongPacker",
         hides_users=True,
     ),
+    "fixed-length column": Shape(
+        {"AUTH_USER_MODEL": "usermodels.FixedCharUser"}, PACKERS + "LongPacker"
+    ),
     "users on another database": Shape(
         {"DATABASE_ROUTERS": ["tests.routers.UsersElsewhereRouter"]},
         PACKERS + "LongPacker",

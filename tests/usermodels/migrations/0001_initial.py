@@ -5,6 +5,8 @@ from __future__ import annotations
 import django.db.models.deletion
 from django.db import migrations, models
 
+import tests.usermodels.models
+
 
 class Migration(migrations.Migration):
     initial = True
@@ -14,6 +16,34 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.CreateModel(
+            name="FixedCharUser",
+            fields=[
+                (
+                    "id",
+                    models.AutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("password", models.CharField(max_length=128, verbose_name="password")),
+                (
+                    "last_login",
+                    models.DateTimeField(
+                        blank=True, null=True, verbose_name="last login"
+                    ),
+                ),
+                ("username", models.CharField(max_length=150, unique=True)),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "code",
+                    tests.usermodels.models.FixedCharField(default="ab", max_length=6),
+                ),
+            ],
+        ),
         migrations.CreateModel(
             name="EmailUser",
             fields=[
