@@ -583,10 +583,11 @@ def _build_consume(
 # With Django's default client-side binding, PostgreSQL parses and plans
 # every statement it gets, at every use: for the two statements of a use,
 # that took about as long as their work and the durable commit together
-# (docs/performance.rst). PL/pgSQL plans the statements of a function once
-# per session and keeps the plans, as a prepared statement would, but
-# without a prepared statement's name on the connection, which poolers in
-# transaction mode can't follow. So on PostgreSQL, the SELECT of fetch()
+# (docs/performance.rst). PL/pgSQL keeps the plans of a function's
+# statements for the session, as it would a prepared statement's (made
+# with the values for its first five runs, then without them if that costs
+# no more), but without a prepared statement's name on the connection,
+# which poolers in transaction mode can't follow. So on PostgreSQL, the SELECT of fetch()
 # and the statement of consume() run in functions: the same statements,
 # built by the code above, with their placeholders numbered. A function's
 # name ends with a digest of its definition, so a process only ever calls
