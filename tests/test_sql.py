@@ -433,15 +433,10 @@ class DefaultUserModelTests(SqlEqualsOrm, TestCase):
 
 
 @pytest.mark.postgresql
-class DefaultUserModelWithoutFunctionsTests(SqlEqualsOrm, TestCase):
+class DefaultUserModelWithoutFunctionsTests(DefaultUserModelTests):
     """The same, where the database has no function: the statements run as they are."""
 
     functions = False
-
-    def create_user(self, name: str, **extra: Any) -> Any:
-        return get_user_model().objects.create_user(
-            name, f"{name}@example.com", "letmein", **extra
-        )
 
     def test_the_statements_run_as_they_are(self) -> None:
         _, issued = store.issue(self.create_user("plain"))
